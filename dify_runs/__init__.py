@@ -1,0 +1,70 @@
+"""dify_runs: look up and wait for Dify workflow runs from async Python.
+
+The data path, one module each: ``_client`` (aiohttp session layer) ->
+``_protocol`` (pure: status, headers, bytes -> record or error) -> ``_convert``
+(cattrs: JSON -> attrs records in ``_models``) -> ``_wait`` (polling).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._client import DifyClient
+from ._convert import converter
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    DifyAPIError,
+    DifyConnectionError,
+    DifyError,
+    DifyTimeoutError,
+    InvalidRunIdError,
+    PermissionDeniedError,
+    RateLimitError,
+    RunFailedError,
+    RunNotFoundError,
+    ServerError,
+    UnexpectedResponseError,
+    WaitTimeoutError,
+)
+from ._limits import RateLimiter, RetryBudget
+from ._models import RunStatus, StartedRun, WorkflowRun
+from ._policy import PollPolicy
+from ._wait import WaitResult, wait_for_run, wait_for_runs, watch_run
+
+try:
+    __version__ = version("dify-runs")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DifyAPIError",
+    "DifyClient",
+    "DifyConnectionError",
+    "DifyError",
+    "DifyTimeoutError",
+    "InvalidRunIdError",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "RateLimitError",
+    "RateLimiter",
+    "RetryBudget",
+    "RunFailedError",
+    "RunNotFoundError",
+    "RunStatus",
+    "ServerError",
+    "StartedRun",
+    "UnexpectedResponseError",
+    "WaitResult",
+    "WaitTimeoutError",
+    "WorkflowRun",
+    "__version__",
+    "converter",
+    "wait_for_run",
+    "wait_for_runs",
+    "watch_run",
+]

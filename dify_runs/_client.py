@@ -1,0 +1,434 @@
+"""The aiohttp session layer: DifyClient sends requests and hands bytes to ``_protocol``."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from . import _protocol
+from ._errors import (
+    ConfigurationError,
+    DifyAPIError,
+    DifyConnectionError,
+    DifyError,
+    DifyTimeoutError,
+    RateLimitError,
+    RunNotFoundError,
+    UnexpectedResponseError,
+    excerpt,
+)
+from ._limits import RateLimiter, RetryBudget
+from ._policy import retry_delay
+
+if TYPE_CHECKING:
+    from ._models import WorkflowRun
+    from ._wait import _SharedPoll
+
+__all__ = ["DifyClient"]
+
+logger = logging.getLogger("dify_runs")
+
+_T = TypeVar("_T")
+
+#: Default per-request timeout, in seconds.
+DEFAULT_TIMEOUT = 30.0
+#: Largest response body read, in bytes; larger ones are refused unread.
+DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
+#: Longest ``Retry-After`` honoured, in seconds.
+MAX_RETRY_AFTER = 60.0
+_MAX_REDIRECTS = 3
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DeadlineReachedError(Exception):
+    """Internal: the next attempt of a request could not start before the caller's deadline.
+
+    Attributes:
+        resume_at: Clock reading at which a retry would have been allowed.
+        cause: The error that the retry would have answered.
+    """
+
+    def __init__(self, resume_at: float, cause: DifyError | None) -> None:
+        self.resume_at = resume_at
+        self.cause = cause
+        super().__init__("deadline reached")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _retryable(error: DifyError) -> bool:
+    if isinstance(error, DifyConnectionError):
+        return True
+    if isinstance(error, DifyAPIError):
+        return error.status in _protocol.RETRYABLE_STATUSES
+    # Only an answer that was not JSON at all (a proxy's page, a cut body) is
+    # worth a second try; a record with wrong field types will not improve.
+    return isinstance(error, UnexpectedResponseError) and error.transient
+
+
+class DifyClient:
+    """An async client for the workflow-run endpoints of one Dify app.
+
+    Use it as an async context manager, or call :meth:`close` when done::
+
+        async with DifyClient(api_key="app-...", base_url="http://127.0.0.1:5001/v1") as client:
+            run = await client.get_run(run_id)
+
+    All requests of one client share a concurrency bound, an optional request
+    rate limit that backs off after 429 answers, and a retry budget, so that
+    thousands of concurrent waits cannot overwhelm a Dify server.
+
+    Args:
+        api_key: The app's API key; defaults to the ``DIFY_API_KEY`` variable.
+        base_url: The API root including ``/v1``; defaults to ``DIFY_BASE_URL``,
+            then ``https://api.dify.ai/v1``. A trailing slash is optional.
+        session: An aiohttp session to borrow. The client never closes it, and
+            its own TLS and proxy settings apply.
+        timeout: Seconds allowed for each request (connect to last byte).
+        max_retries: Retries of a failed GET (connection errors, timeouts, 408,
+            429, 5xx); 0 disables retrying.
+        max_concurrency: Requests in flight at once, across the whole client.
+        rate_limit: Requests per second across the whole client, or None for
+            no limit. The rate halves after each 429 and recovers gradually.
+        retry_budget: The retry budget shared by all requests; a fresh
+            :class:`RetryBudget` by default.
+        max_body_size: Largest response body read, in bytes.
+        clock: Monotonic clock in seconds (inject a fake one in tests).
+        sleep: Coroutine function that sleeps (inject a fake one in tests).
+        random: Source of floats in [0, 1) for jitter (inject in tests).
+
+    Raises:
+        ConfigurationError: No API key was given or found, or an option is invalid.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        max_concurrency: int = 32,
+        rate_limit: float | None = 50.0,
+        retry_budget: RetryBudget | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("DIFY_API_KEY")
+        if not key or not key.strip():
+            raise ConfigurationError(
+                "no Dify API key: pass api_key= or set the DIFY_API_KEY environment variable"
+            )
+        if any(c in key for c in "\r\n"):
+            raise ConfigurationError("the API key contains a line break")
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        if rate_limit is not None and not rate_limit > 0:
+            raise ConfigurationError(f"rate_limit must be positive or None, got {rate_limit!r}")
+        url = base_url or os.environ.get("DIFY_BASE_URL") or _protocol.DEFAULT_BASE_URL
+        self.base_url = _protocol.normalize_base_url(url)
+        self._base = URL(self.base_url)
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.max_body_size = max_body_size
+        self.retry_budget = retry_budget if retry_budget is not None else RetryBudget()
+        self.rate_limiter = RateLimiter(rate_limit) if rate_limit is not None else None
+        self.clock = clock
+        self.sleep = sleep
+        self.random = random
+        self._headers = {
+            "Authorization": f"Bearer {key.strip()}",
+            "Accept": "application/json",
+        }
+        self._session = session
+        self._owns_session = session is None
+        self._state = _State.UNOPENED
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._polls: dict[tuple[str, object], _SharedPoll] = {}
+        if self._base.scheme == "http" and not _is_loopback(self._base.host or ""):
+            logger.warning(
+                "dify_runs sends the API key over plain http to %s; use https", self._base.host
+            )
+
+    def __repr__(self) -> str:
+        return f"<DifyClient base_url={self.base_url!r} state={self._state.value}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> DifyClient:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._state is _State.CLOSED:
+            raise RuntimeError("this DifyClient is closed; create a new one")
+        if self._session is None:
+            # aiohttp needs a running loop to build a session, so not in __init__.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                raise_for_status=False,
+            )
+        self._state = _State.OPEN
+        return self._session
+
+    async def close(self) -> None:
+        """Stop every wait on this client and close the session it created.
+
+        A session passed in as ``session=`` is left open. Closing twice is fine.
+        """
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        for poll in list(self._polls.values()):
+            await poll.aclose()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._state is _State.CLOSED
+
+    # -- public lookups ------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> WorkflowRun:
+        """Fetch one workflow run.
+
+        Args:
+            run_id: The run's id, a UUID in any form Dify accepts.
+
+        Returns:
+            The run's current record.
+
+        Raises:
+            InvalidRunIdError: ``run_id`` is not a UUID (nothing is sent).
+            RunNotFoundError: No such run for this app.
+            AuthenticationError: The API key was refused.
+            DifyAPIError: Another error answer, once retries are spent.
+            DifyConnectionError: No answer (``DifyTimeoutError`` for a timeout).
+            UnexpectedResponseError: An answer that is not a run record.
+        """
+        return await self.fetch_run(run_id)
+
+    async def get_runs(
+        self, run_ids: Iterable[str], *, concurrency: int | None = None
+    ) -> list[WorkflowRun | DifyError]:
+        """Fetch many runs at once.
+
+        Args:
+            run_ids: The runs to fetch.
+            concurrency: Lookups in flight at once; at most the client's
+                ``max_concurrency``, which is the default.
+
+        Returns:
+            One item per id, in input order: the record, or the
+            :class:`DifyError` that id's lookup raised. One failure does not
+            stop the others.
+        """
+        ids = list(run_ids)
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        width = min(concurrency or self.max_concurrency, self.max_concurrency, len(ids) or 1)
+        results: list[WorkflowRun | DifyError | None] = [None] * len(ids)
+        positions = iter(range(len(ids)))
+
+        async def worker() -> None:
+            for index in positions:
+                try:
+                    results[index] = await self.get_run(ids[index])
+                except DifyError as error:
+                    results[index] = error
+
+        await gather_all([worker() for _ in range(width)])
+        return [result for result in results if result is not None]
+
+    # -- the request path ----------------------------------------------------------
+
+    async def fetch_run(self, run_id: str, *, deadline: float | None = None) -> WorkflowRun:
+        """Fetch a run with retries, never starting an attempt at or past ``deadline``.
+
+        Raises:
+            DeadlineReachedError: (only with a deadline) the next attempt would
+                start after it.
+        """
+        path = _protocol.run_path(run_id)
+        url = self._base.join(URL(path, encoded=True))
+        attempt = 0
+        error: DifyError | None = None
+        while True:
+            await self._pace(deadline, error)
+            timeout = self.timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - self.clock())
+                if timeout <= 0:
+                    raise DeadlineReachedError(self.clock(), error)
+            try:
+                status, headers, body = await self._send(url, timeout)
+                if 200 <= status < 300:
+                    record = _protocol.parse_run(status, headers, body)
+                    self.retry_budget.refund()
+                    return record
+                error = _protocol.api_error(status, headers, body)
+            except DifyTimeoutError as exc:
+                if deadline is not None and self.clock() >= deadline:
+                    raise DeadlineReachedError(self.clock(), exc) from exc
+                error = exc
+            except DifyError as exc:
+                error = exc
+            if isinstance(error, RunNotFoundError):
+                error.run_id = _protocol.canonical_run_id(run_id)
+            if isinstance(error, RateLimitError) and self.rate_limiter is not None:
+                self.rate_limiter.throttled(self.clock())
+            if not (
+                _retryable(error)
+                and attempt < self.max_retries
+                and self.retry_budget.try_spend(transport=isinstance(error, DifyConnectionError))
+            ):
+                raise error
+            delay = retry_delay(attempt, self.random())
+            hint = getattr(error, "retry_after", None)
+            if hint is not None:
+                delay = max(delay, min(hint, MAX_RETRY_AFTER))
+            if deadline is not None and self.clock() + delay >= deadline:
+                raise DeadlineReachedError(self.clock() + delay, error)
+            logger.info(
+                "retrying GET %s in %.2f s after %s (retry %d of %d)",
+                path,
+                delay,
+                _describe(error),
+                attempt + 1,
+                self.max_retries,
+            )
+            await self.sleep(delay)
+            attempt += 1
+
+    async def _pace(self, deadline: float | None, error: DifyError | None) -> None:
+        """Wait for this request's turn under the client's rate limit."""
+        if self.rate_limiter is None:
+            return
+        now = self.clock()
+        wait = self.rate_limiter.reserve(now)
+        if wait <= 0:
+            return
+        if deadline is not None and now + wait >= deadline:
+            self.rate_limiter.release()
+            raise DeadlineReachedError(now + wait, error)
+        await self.sleep(wait)
+
+    async def _send(self, url: URL, timeout: float) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one GET (following same-origin redirects) and read the body, capped."""
+        session = self._open()
+        async with self._semaphore:
+            try:
+                for _ in range(_MAX_REDIRECTS + 1):
+                    async with session.get(
+                        url,
+                        headers=self._headers,
+                        timeout=aiohttp.ClientTimeout(total=timeout),
+                        allow_redirects=False,
+                    ) as response:
+                        if response.status in {301, 302, 303, 307, 308}:
+                            url = self._redirect_target(url, response)
+                            continue
+                        body = await self._read_capped(response)
+                        return response.status, response.headers, body
+            except asyncio.TimeoutError as exc:
+                raise DifyTimeoutError(f"no answer within {timeout:.3g} s") from exc
+            except aiohttp.ClientError as exc:
+                raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        raise UnexpectedResponseError(
+            f"more than {_MAX_REDIRECTS} redirects", status=0, transient=False
+        )
+
+    def _redirect_target(self, url: URL, response: aiohttp.ClientResponse) -> URL:
+        location = response.headers.get("Location", "")
+        target = url.join(URL(location))
+        if target.origin() != self._base.origin():
+            # The Authorization header must never follow a redirect to another origin.
+            raise UnexpectedResponseError(
+                f"redirected to another origin ({target.origin()}); not following it with the key",
+                status=response.status,
+                transient=False,
+            )
+        return target
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.max_body_size
+        length = response.content_length
+        if length is not None and length <= limit:
+            return await response.read()
+        if length is not None:
+            raise UnexpectedResponseError(
+                f"response body of {length} bytes is above the {limit}-byte limit",
+                status=response.status,
+                transient=False,
+            )
+        chunks = bytearray()
+        async for chunk in response.content.iter_chunked(65536):
+            chunks += chunk
+            if len(chunks) > limit:
+                raise UnexpectedResponseError(
+                    f"response body is above the {limit}-byte limit",
+                    status=response.status,
+                    body=excerpt(bytes(chunks[:200])),
+                    transient=False,
+                )
+        return bytes(chunks)
+
+
+def _describe(error: DifyError) -> str:
+    if isinstance(error, DifyAPIError):
+        return f"HTTP {error.status}"
+    return type(error).__name__
+
+
+async def gather_all(coroutines: list[Awaitable[_T]]) -> list[_T]:
+    """Run coroutines concurrently; if one raises, cancel and await the rest, then re-raise."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,0 +1,165 @@
+"""The cattrs converter between Dify's JSON and the attrs records.
+
+Real servers disagree with the documentation (see the docs' "Real-server
+quirks" page); the hooks here accept every shape seen:
+
+* ``inputs`` and ``outputs`` as an object, a string holding a JSON object, or
+  null (read as ``{}``);
+* ``created_at`` and ``finished_at`` as Unix seconds (1.12 and newer) or as RFC
+  2822 date strings (1.0.x), always returned as timezone-aware UTC datetimes;
+* ``total_steps``, ``total_tokens`` and ``elapsed_time`` as null (read as 0);
+* a ``status`` this library does not know (kept as it is, not terminal);
+* extra fields (ignored).
+
+Everything else is strict: a number where a string belongs, a boolean where a
+number belongs, or a string that is not a date raises, and
+:func:`structure_run` turns that into an error that names the field paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._models import RunStatus, StartedRun, WorkflowRun
+
+__all__ = ["converter", "make_converter"]
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return result
+
+
+def _structure_status(value: Any, _: type) -> RunStatus:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a status string, got {type(value).__name__}")
+    return RunStatus(value)
+
+
+def _structure_datetime(value: Any, _: type) -> datetime:
+    if isinstance(value, bool):
+        raise TypeError("expected a timestamp, got bool")
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"timestamp out of range: {value!r}") from exc
+    if isinstance(value, str):
+        return _parse_date_string(value)
+    raise TypeError(f"expected a timestamp, got {type(value).__name__}")
+
+
+def _parse_date_string(value: str) -> datetime:
+    try:
+        parsed = parsedate_to_datetime(value)  # Dify 1.0.x: "Sat, 28 Nov 2026 17:02:03 -0000"
+    except (TypeError, ValueError, IndexError):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a date: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _unstructure_datetime(value: datetime) -> int | float:
+    stamp = value.timestamp()
+    return int(stamp) if stamp.is_integer() else stamp
+
+
+def _structure_json_object(value: Any, _: type) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"string does not hold JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _or_zero(hook: Any, zero: Any) -> Any:
+    def structure(value: Any, type_: type) -> Any:
+        return zero if value is None else hook(value, type_)
+
+    return structure
+
+
+def make_converter() -> cattrs.Converter:
+    """Build the converter dify_runs uses.
+
+    Returns:
+        A new :class:`cattrs.Converter` that structures Dify's JSON into
+        :class:`~dify_runs.WorkflowRun` and :class:`~dify_runs.StartedRun`, and
+        unstructures records back into the wire shape (statuses as strings,
+        dates as Unix seconds, inputs and outputs as objects).
+    """
+    conv = cattrs.Converter(detailed_validation=True)
+
+    # Simple hooks first: the generated class hooks below look these up.
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(datetime, _structure_datetime)
+    conv.register_structure_hook(RunStatus, _structure_status)
+    conv.register_unstructure_hook(datetime, _unstructure_datetime)
+    conv.register_unstructure_hook(RunStatus, lambda status: status.value)
+
+    conv.register_structure_hook(
+        WorkflowRun,
+        make_dict_structure_fn(
+            WorkflowRun,
+            conv,
+            inputs=override(struct_hook=_structure_json_object),
+            outputs=override(struct_hook=_structure_json_object),
+            total_steps=override(struct_hook=_or_zero(_structure_int, 0)),
+            total_tokens=override(struct_hook=_or_zero(_structure_int, 0)),
+            elapsed_time=override(struct_hook=_or_zero(_structure_float, 0.0)),
+        ),
+    )
+    conv.register_unstructure_hook(WorkflowRun, make_dict_unstructure_fn(WorkflowRun, conv))
+    conv.register_structure_hook(
+        StartedRun,
+        make_dict_structure_fn(
+            StartedRun,
+            conv,
+            run_id=override(rename="workflow_run_id"),
+            workflow_id=override(omit_if_default=True),
+        ),
+    )
+    conv.register_unstructure_hook(
+        StartedRun,
+        make_dict_unstructure_fn(StartedRun, conv, run_id=override(rename="workflow_run_id")),
+    )
+    return conv
+
+
+#: The library's converter: ``converter.structure(payload, WorkflowRun)``
+#: accepts every shape real Dify servers send; ``converter.unstructure(run)``
+#: gives the wire shape back.
+converter = make_converter()

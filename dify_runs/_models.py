@@ -1,0 +1,112 @@
+"""The records dify_runs returns: plain attrs classes that know nothing of HTTP or JSON."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+__all__ = ["RunStatus", "StartedRun", "WorkflowRun"]
+
+_TERMINAL = frozenset({"succeeded", "failed", "stopped", "partial-succeeded"})
+_KNOWN_UNKNOWN_LIMIT = 64
+
+
+class RunStatus(str, enum.Enum):
+    """The status of a workflow run, as Dify spells it on the wire.
+
+    A value this library does not know (servers add statuses over time) does
+    not raise: ``RunStatus("queued")`` is a status whose ``.value`` is
+    ``"queued"`` and which is not terminal. It is not listed by iterating the
+    class.
+    """
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    PARTIAL_SUCCEEDED = "partial-succeeded"
+    PAUSED = "paused"
+    SCHEDULED = "scheduled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True exactly for succeeded, failed, stopped and partial-succeeded."""
+        return self.value in _TERMINAL
+
+    @property
+    def is_known(self) -> bool:
+        """False for a status this version of dify_runs does not know."""
+        return self.name in type(self).__members__
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def _missing_(cls, value: object) -> RunStatus | None:
+        if not isinstance(value, str):
+            return None
+        # A pseudo-member keeps the wire string. It is cached (a few dozen at
+        # most, so a hostile server cannot grow memory) so that equal statuses
+        # stay identical, as enum members are.
+        member = str.__new__(cls, value)
+        member._name_ = value.upper().replace("-", "_")
+        member._value_ = value
+        if len(cls._value2member_map_) < len(cls.__members__) + _KNOWN_UNKNOWN_LIMIT:
+            cls._value2member_map_[value] = member
+        return member
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowRun:
+    """One workflow run as the Dify server reports it.
+
+    Attributes:
+        id: The run id (a UUID string).
+        workflow_id: The id of the published workflow version that ran.
+        status: Where the run is; see :class:`RunStatus`.
+        inputs: The run's inputs, including Dify's ``sys.*`` keys.
+        outputs: The run's outputs; empty while running, paused or after a failure.
+        error: Dify's failure message, or None.
+        total_steps: How many nodes have run.
+        total_tokens: How many LLM tokens the run has used.
+        created_at: When the run started (timezone-aware, UTC).
+        finished_at: When it finished (UTC), or None while running or paused.
+        elapsed_time: How long it has run, in seconds.
+    """
+
+    id: str
+    workflow_id: str
+    status: RunStatus
+    inputs: dict[str, Any] = attrs.field(factory=dict)
+    outputs: dict[str, Any] = attrs.field(factory=dict)
+    error: str | None = None
+    total_steps: int = 0
+    total_tokens: int = 0
+    created_at: datetime
+    finished_at: datetime | None = None
+    elapsed_time: float = 0.0
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run succeeded, failed, stopped or partially succeeded."""
+        return self.status.is_terminal
+
+
+@attrs.frozen(kw_only=True)
+class StartedRun:
+    """What Dify says about a run it has just started.
+
+    Attributes:
+        run_id: The new run's id: pass it to ``get_run`` or ``wait_for_run``.
+        task_id: The task id: pass it to ``stop_run``.
+        workflow_id: The published workflow version that runs, if Dify said.
+        created_at: When the run started (UTC), if Dify said.
+    """
+
+    run_id: str
+    task_id: str
+    workflow_id: str | None = None
+    created_at: datetime | None = None

@@ -1,0 +1,216 @@
+"""The pure core: request paths in, ``(status, headers, body)`` out to a record or an error.
+
+Nothing here does I/O, so every rule about what Dify sends is tested without a
+server; the aiohttp layer in ``_client.py`` only moves bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import cattrs
+
+from ._convert import converter
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    DifyAPIError,
+    InvalidRunIdError,
+    PermissionDeniedError,
+    RateLimitError,
+    RunNotFoundError,
+    ServerError,
+    UnexpectedResponseError,
+    excerpt,
+)
+from ._models import WorkflowRun
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "RETRYABLE_STATUSES",
+    "api_error",
+    "canonical_run_id",
+    "decode_json",
+    "normalize_base_url",
+    "parse_retry_after",
+    "parse_run",
+    "run_path",
+    "structure_run",
+]
+
+DEFAULT_BASE_URL = "https://api.dify.ai/v1"
+
+#: Statuses worth another try of an idempotent request.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+_ERRORS_BY_STATUS: dict[int, type[DifyAPIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: RunNotFoundError,
+    429: RateLimitError,
+}
+
+
+def normalize_base_url(url: str) -> str:
+    """Check a base URL and return it ending in exactly one ``/``.
+
+    Request paths are joined onto it relatively, so ``/v1`` is kept.
+
+    Raises:
+        ConfigurationError: The URL is not an absolute http(s) URL.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"base_url must not have a query or fragment, got {url!r}")
+    return url.strip().rstrip("/") + "/"
+
+
+def canonical_run_id(run_id: str) -> str:
+    """Return a run id in canonical form (lower case, hyphenated).
+
+    Dify accepts upper case, unhyphenated and braced UUIDs alike; sending one
+    form makes coalescing and logs consistent, and means nothing but a UUID can
+    ever reach the URL path.
+
+    Raises:
+        InvalidRunIdError: ``run_id`` is not a UUID (a ``ValueError``).
+    """
+    if not isinstance(run_id, str):
+        raise InvalidRunIdError(f"run id must be a string, got {type(run_id).__name__}")
+    try:
+        return str(uuid.UUID(run_id))
+    except ValueError:
+        raise InvalidRunIdError(f"run id is not a UUID: {run_id[:80]!r}") from None
+
+
+def run_path(run_id: str) -> str:
+    """Return the relative path of a run's record (``workflows/run/<uuid>``)."""
+    return f"workflows/run/{canonical_run_id(run_id)}"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Read a ``Retry-After`` header: seconds, or an HTTP date.
+
+    Returns:
+        The delay in seconds (never negative), or None when absent or unreadable.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if seconds != seconds or seconds == float("inf"):  # NaN or infinity
+        return None
+    return max(0.0, seconds)
+
+
+def decode_json(status: int, body: bytes) -> Any:
+    """Parse a JSON body.
+
+    Raises:
+        UnexpectedResponseError: The body is not UTF-8 JSON.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise UnexpectedResponseError(
+            f"response body is not JSON ({type(exc).__name__})",
+            status=status,
+            body=excerpt(body),
+            transient=True,
+        ) from None
+
+
+def api_error(status: int, headers: Mapping[str, str], body: bytes) -> DifyAPIError:
+    """Build the error for a non-2xx answer, from Dify's JSON body or a proxy's page."""
+    code: str | None = None
+    message = ""
+    try:
+        payload = json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        payload = None
+    if isinstance(payload, dict):
+        if isinstance(payload.get("code"), str):
+            code = payload["code"]
+        if isinstance(payload.get("message"), str):
+            message = payload["message"]
+    if not message:
+        message = "error response without a Dify message body"
+    if status >= 500:
+        cls: type[DifyAPIError] = ServerError
+    else:
+        cls = _ERRORS_BY_STATUS.get(status, DifyAPIError)
+    error = cls(message, status=status, code=code, headers=headers, body=excerpt(body))
+    if isinstance(error, RateLimitError):
+        error.retry_after = parse_retry_after(headers.get("Retry-After"))
+    return error
+
+
+def structure_run(payload: Any, *, status: int = 200, body: bytes = b"") -> WorkflowRun:
+    """Turn a decoded run record into a :class:`WorkflowRun`.
+
+    Raises:
+        RunNotFoundError: The record's ``id`` is null (Dify 1.12 and older).
+        UnexpectedResponseError: The record has fields of the wrong type; its
+            ``problems`` name them by path (``$.total_steps``).
+    """
+    if not isinstance(payload, dict):
+        raise UnexpectedResponseError(
+            f"expected a JSON object, got {type(payload).__name__}",
+            status=status,
+            body=excerpt(body),
+        )
+    if payload.get("id", ...) is None:
+        raise RunNotFoundError(
+            "Workflow run not found (the server answered 200 with a null id).",
+            status=status,
+            body=excerpt(body),
+        )
+    try:
+        return converter.structure(payload, WorkflowRun)
+    except cattrs.BaseValidationError as exc:
+        problems = cattrs.transform_error(exc, path="$")
+        raise UnexpectedResponseError(
+            "response is not a valid workflow run record",
+            status=status,
+            problems=problems,
+            body=excerpt(body),
+        ) from None
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:  # pragma: no cover
+        # detailed validation wraps field errors, so this is defence in depth.
+        raise UnexpectedResponseError(
+            f"response is not a valid workflow run record ({type(exc).__name__})",
+            status=status,
+            body=excerpt(body),
+        ) from None
+
+
+def parse_run(status: int, headers: Mapping[str, str], body: bytes) -> WorkflowRun:
+    """Turn a complete answer to ``GET workflows/run/{id}`` into a record.
+
+    Raises:
+        DifyAPIError: A non-2xx answer, as the subclass for its status.
+        RunNotFoundError: A 404, or a 200 whose ``id`` is null.
+        UnexpectedResponseError: A 2xx answer that is not a run record.
+    """
+    if not 200 <= status < 300:
+        raise api_error(status, headers, body)
+    return structure_run(decode_json(status, body), status=status, body=body)
