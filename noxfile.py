@@ -1,0 +1,63 @@
+"""Every check of the project, one session each: ``nox`` runs the default set."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "types", "docs"]
+nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite with branch coverage (at least 95 %)."""
+    session.install("-e", ".[tests]")
+    session.env["COVERAGE_FILE"] = f".coverage.{session.python}"
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine")
+    session.run("coverage", "report")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting with ruff."""
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def types(session: nox.Session) -> None:
+    """Type-check the package and the public-API usage file with mypy --strict."""
+    session.install("-e", ".[tests]", "mypy>=1.13")
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the documentation with warnings as errors, running its examples."""
+    session.install("-e", ".", "-r", "docs/requirements.txt")
+    session.run("python", "docs/make_figures.py")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "doctest", "docs", "docs/_build/doctest")
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """Run the demo against the embedded simulator."""
+    session.install(".")
+    session.run("dify-runs", "demo", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and write docs/performance.md and benchmarks/results.json."""
+    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)

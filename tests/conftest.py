@@ -1,0 +1,73 @@
+"""Shared fixtures: the simulator on loopback, clients wired to it, a virtual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import aioresponses.core
+import pytest
+
+from dify_runs import DifyClient
+from dify_runs.testing import FakeDify, VirtualClock
+
+pytest_plugins = ["pytester"]
+
+
+# --- aioresponses compatibility shim --------------------------------------------------
+# aioresponses 0.7.9 builds ClientResponse without the `stream_writer` argument that
+# aiohttp 3.14 requires (upstream issue pnuckowski/aioresponses#289). Remove this
+# shim once a fixed aioresponses is released.
+class _CompatClientResponse(aiohttp.ClientResponse):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(*args, **kwargs)
+
+
+aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+@pytest.fixture
+def vclock() -> VirtualClock:
+    """A virtual clock: sleeps on it return at once, in order."""
+    return VirtualClock()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDify]:
+    """A FakeDify (newest server behaviour) on a free loopback port."""
+    async with FakeDify() as server:
+        yield server
+
+
+@pytest.fixture
+async def vfake(vclock: VirtualClock) -> AsyncIterator[FakeDify]:
+    """A FakeDify whose runs advance in the virtual clock's time."""
+    async with FakeDify(clock=vclock.now, sleep=vclock.sleep) as server:
+        yield server
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., DifyClient]]:
+    """Build DifyClients that are closed when the test ends."""
+    clients: list[DifyClient] = []
+
+    def make(server: FakeDify, **options: Any) -> DifyClient:
+        options.setdefault("rate_limit", None)
+        client = DifyClient(server.api_key, base_url=server.base_url, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+def vclient(
+    vfake: FakeDify, vclock: VirtualClock, make_client: Callable[..., DifyClient]
+) -> DifyClient:
+    """A client on the virtual clock, talking to ``vfake``, without jitter."""
+    return make_client(vfake, clock=vclock.now, sleep=vclock.sleep, random=lambda: 0.0)
