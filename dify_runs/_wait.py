@@ -104,11 +104,13 @@ class _SharedPoll:
             await self.aclose()
 
     async def aclose(self) -> None:
+        """Stop polling; any waiter still subscribed is told the client closed."""
         self._forget()
         task, self._task = self._task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
             await asyncio.wait([task])
+        self._fail_all(DifyError("the DifyClient was closed during the wait"))
 
     def _forget(self) -> None:
         if self.client._polls.get(self.key) is self:  # noqa: SLF001 - the client's registry
