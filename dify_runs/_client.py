@@ -80,7 +80,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _retryable(error: DifyError) -> bool:
+def is_transient(error: DifyError) -> bool:
+    """True for failures a later attempt may cure (transport, 408, 429, 5xx, non-JSON)."""
     if isinstance(error, DifyConnectionError):
         return True
     if isinstance(error, DifyAPIError):
@@ -320,7 +321,7 @@ class DifyClient:
             if isinstance(error, RateLimitError) and self.rate_limiter is not None:
                 self.rate_limiter.throttled(self.clock())
             if not (
-                _retryable(error)
+                is_transient(error)
                 and attempt < self.max_retries
                 and self.retry_budget.try_spend(transport=isinstance(error, DifyConnectionError))
             ):

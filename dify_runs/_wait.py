@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 from . import _protocol
-from ._client import DeadlineReachedError
+from ._client import DeadlineReachedError, is_transient, logger
 from ._errors import DifyError, RunFailedError, WaitTimeoutError
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
@@ -162,6 +162,8 @@ class _SharedPoll:
                 self._expire(client.clock())
                 if not self.subscribers:
                     break
+                delay = self.policy.delay(attempt, client.random())
+                attempt += 1
                 try:
                     record = await client.fetch_run(self.run_id, deadline=self._earliest_deadline())
                 except DeadlineReachedError as exc:
@@ -169,13 +171,20 @@ class _SharedPoll:
                     self._expire(exc.resume_at, exc.cause)
                     await self._sleep_until(exc.resume_at)
                     continue
+                except DifyError as exc:
+                    # A server that stays flaky past the request's own retries costs
+                    # the wait one poll, as long as the client's retry budget lasts.
+                    if not (is_transient(exc) and client.retry_budget.try_spend(transport=True)):
+                        raise
+                    logger.info("poll of run %s failed (%s); polling on", self.run_id, exc)
+                    hint = getattr(exc, "retry_after", None) or 0.0
+                    await self._sleep_until(client.clock() + max(delay, hint))
+                    continue
                 self.last = record
                 for subscriber in list(self.subscribers):
                     self._deliver_record(subscriber, record)
                 if not self.subscribers:
                     break
-                delay = self.policy.delay(attempt, client.random())
-                attempt += 1
                 await self._sleep_until(client.clock() + delay)
         except asyncio.CancelledError:
             raise

@@ -1,1 +1,54 @@
-"""pytest plugin."""
+"""pytest plugin: ``fake_dify`` and ``dify_client`` fixtures for testing code that uses dify_runs.
+
+Installed with dify-runs and loaded automatically (entry point ``pytest11``).
+The fixtures are async, so they need pytest-asyncio::
+
+    from dify_runs import wait_for_run
+
+    async def test_my_report(fake_dify, dify_client):
+        run_id = fake_dify.add_run(duration=0, outputs={"text": "hi"})
+        run = await wait_for_run(dify_client, run_id)
+        assert run.outputs == {"text": "hi"}
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ._client import DifyClient
+from .testing import FakeDify
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - exercised only without pytest-asyncio
+    pytest_asyncio = None  # type: ignore[assignment]
+
+__all__ = ["dify_client", "fake_dify"]
+
+if pytest_asyncio is not None:
+
+    @pytest_asyncio.fixture
+    async def fake_dify() -> AsyncIterator[FakeDify]:
+        """A started :class:`~dify_runs.testing.FakeDify` on a free loopback port."""
+        async with FakeDify() as fake:
+            yield fake
+
+    @pytest_asyncio.fixture
+    async def dify_client(fake_dify: FakeDify) -> AsyncIterator[DifyClient]:
+        """A :class:`~dify_runs.DifyClient` connected to ``fake_dify``, closed afterwards."""
+        async with DifyClient(fake_dify.api_key, base_url=fake_dify.base_url) as client:
+            yield client
+
+else:  # pragma: no cover
+
+    @pytest.fixture
+    def fake_dify() -> None:
+        """Unavailable: install pytest-asyncio to use dify_runs' async fixtures."""
+        pytest.fail("the fake_dify fixture needs pytest-asyncio: pip install pytest-asyncio")
+
+    @pytest.fixture
+    def dify_client() -> None:
+        """Unavailable: install pytest-asyncio to use dify_runs' async fixtures."""
+        pytest.fail("the dify_client fixture needs pytest-asyncio: pip install pytest-asyncio")

@@ -242,8 +242,10 @@ class SimulatedRun:
         return self.status, self.duration, self.created + self.duration + pause
 
 
-def _now_utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+def _rfc2822(seconds: float) -> str:
+    """Dify 1.0.x's date format: ``Sat, 28 Nov 2026 17:02:03 -0000``."""
+    moment = datetime.fromtimestamp(int(seconds), tz=timezone.utc).replace(tzinfo=None)
+    return format_datetime(moment)
 
 
 class FakeDify:
@@ -452,7 +454,7 @@ class FakeDify:
 
     def _make_app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/v1/workflows/run/{run_id}", self._get_run)
+        app.router.add_get("/v1/workflows/run/{run_id:[^/]+}", self._get_run)
         app.router.add_post("/v1/workflows/run", self._post_run)
         app.router.add_post("/v1/workflows/{workflow_id}/run", self._post_run)
         app.router.add_post("/v1/workflows/tasks/{task_id}/stop", self._post_stop)
@@ -640,8 +642,8 @@ class FakeDify:
         created: Any = int(run.created)
         finished_at: Any = None if finished is None else int(finished)
         if self.version == "1.0.1":
-            created = format_datetime(_now_utc(int(run.created)))
-            finished_at = None if finished is None else format_datetime(_now_utc(int(finished)))
+            created = _rfc2822(run.created)
+            finished_at = None if finished is None else _rfc2822(finished)
         return {
             "id": run.id,
             "workflow_id": run.workflow_id,
