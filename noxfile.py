@@ -46,7 +46,9 @@ def docs(session: nox.Session) -> None:
     session.install("-e", ".", "-r", "docs/requirements.txt")
     session.run("python", "docs/make_figures.py")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
-    session.run("sphinx-build", "-W", "--keep-going", "-b", "doctest", "docs", "docs/_build/doctest")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "doctest", "docs", "docs/_build/doctest"
+    )
 
 
 @nox.session(python="3.11")

@@ -16,7 +16,7 @@ from . import __version__
 from ._client import DifyClient
 from ._convert import converter
 from ._errors import AuthenticationError, ConfigurationError, DifyError, WaitTimeoutError
-from ._models import RunStatus, WorkflowRun
+from ._models import WorkflowRun
 from ._wait import DEFAULT_WAIT_TIMEOUT, WaitResult, wait_for_run, wait_for_runs
 
 EXIT_OK = 0
@@ -52,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> _Parser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--api-key", help="the Dify app's API key (default: $DIFY_API_KEY)", default=None
     )
@@ -73,24 +73,36 @@ def _build_parser() -> _Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     get = commands.add_parser(
-        "get", parents=[common], help="print runs as JSON lines", epilog=EPILOG,
+        "get",
+        parents=[common],
+        help="print runs as JSON lines",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     get.add_argument("run_ids", nargs="+", metavar="RUN_ID")
 
     wait = commands.add_parser(
-        "wait", parents=[common], help="wait for runs to finish", epilog=EPILOG,
+        "wait",
+        parents=[common],
+        help="wait for runs to finish",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     wait.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     wait.add_argument(
-        "--timeout", type=float, default=DEFAULT_WAIT_TIMEOUT, metavar="S",
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="S",
         help="give up after S seconds (default: %(default)s)",
     )
     wait.add_argument("--json", action="store_true", help="print final records as JSON lines")
 
     run = commands.add_parser(
-        "run", parents=[common], help="start a run (and wait for it with --wait)", epilog=EPILOG,
+        "run",
+        parents=[common],
+        help="start a run (and wait for it with --wait)",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
@@ -103,18 +115,34 @@ def _build_parser() -> _Parser:
     simulate = commands.add_parser("simulate", help="serve the embedded Dify simulator")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=5001)
-    simulate.add_argument("--version", dest="server_version", default="1.13.2",
-                          choices=["1.0.1", "1.12.1", "1.13.2"], help="server behaviour to imitate")
+    simulate.add_argument(
+        "--version",
+        dest="server_version",
+        default="1.13.2",
+        choices=["1.0.1", "1.12.1", "1.13.2"],
+        help="server behaviour to imitate",
+    )
     simulate.add_argument("--runs", type=int, default=3, help="runs to script at start")
     simulate.add_argument("--duration", type=float, default=30.0, help="seconds each run takes")
-    simulate.add_argument("--for", dest="lifetime", type=float, default=None, metavar="S",
-                          help="stop after S seconds (default: until interrupted)")
+    simulate.add_argument(
+        "--for",
+        dest="lifetime",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds (default: until interrupted)",
+    )
 
     demo = commands.add_parser("demo", help="start the simulator and wait for 50 runs")
     demo.add_argument("--runs", type=int, default=50)
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--longest", type=float, default=40.0, metavar="S",
-                      help="longest run in seconds (default: %(default)s)")
+    demo.add_argument(
+        "--longest",
+        type=float,
+        default=40.0,
+        metavar="S",
+        help="longest run in seconds (default: %(default)s)",
+    )
     return parser
 
 
@@ -145,7 +173,7 @@ async def _get(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         results = await client.get_runs(args.run_ids)
     code = EXIT_OK
-    for run_id, result in zip(args.run_ids, results):
+    for run_id, result in zip(args.run_ids, results, strict=True):
         if isinstance(result, WorkflowRun):
             _say(sys.stdout, _record_json(result))
         else:
@@ -245,8 +273,11 @@ def _print_result(result: WaitResult, *, as_json: bool, live: bool) -> None:
         if result.run is not None:
             _say(sys.stdout, _record_json(result.run))
         else:
-            payload = {"id": result.run_id, "error": type(result.error).__name__,
-                       "message": str(result.error)}
+            payload = {
+                "id": result.run_id,
+                "error": type(result.error).__name__,
+                "message": str(result.error),
+            }
             _say(sys.stdout, json.dumps(payload))
         return
     if live and sys.stdout.isatty():
@@ -283,10 +314,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
-    from .testing import DEFAULT_API_KEY, FakeDify
+    from .testing import DEFAULT_API_KEY, FakeDify  # noqa: PLC0415 - only this command needs it
 
-    fake = FakeDify(host=args.host, port=args.port, version=args.server_version,
-                    default_duration=args.duration)
+    fake = FakeDify(
+        host=args.host, port=args.port, version=args.server_version, default_duration=args.duration
+    )
     async with fake:
         _say(sys.stdout, f"Dify {args.server_version} simulator at {fake.base_url}")
         _say(sys.stdout, f"API key: {DEFAULT_API_KEY}")
@@ -311,7 +343,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _run(args)
     if args.command == "simulate":
         return await _simulate(args)
-    from ._demo import demo
+    from ._demo import demo  # noqa: PLC0415 - _demo imports this module
 
     return await demo(
         runs=args.runs, seed=args.seed, longest=args.longest, out=sys.stdout, err=sys.stderr

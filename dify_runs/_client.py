@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import ipaddress
 import logging
@@ -10,7 +11,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,17 +31,19 @@ from ._errors import (
     excerpt,
 )
 from ._limits import RateLimiter, RetryBudget
-from ._policy import retry_delay
+from ._models import StartedRun, WorkflowRun
+from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy, retry_delay
+from ._sse import LineDecoder, iter_events
 
 if TYPE_CHECKING:
-    from ._models import WorkflowRun
-    from ._wait import _SharedPoll
+    from ._wait import OnUpdate, _SharedPoll
 
 __all__ = ["DifyClient"]
 
 logger = logging.getLogger("dify_runs")
 
 _T = TypeVar("_T")
+_Reader = Callable[[aiohttp.ClientResponse], Awaitable[_T]]
 
 #: Default per-request timeout, in seconds.
 DEFAULT_TIMEOUT = 30.0
@@ -150,11 +153,15 @@ class DifyClient:
         if any(c in key for c in "\r\n"):
             raise ConfigurationError("the API key contains a line break")
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigurationError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+            raise ConfigurationError(
+                f"max_concurrency must be an int >= 1, got {max_concurrency!r}"
+            )
         if rate_limit is not None and not rate_limit > 0:
             raise ConfigurationError(f"rate_limit must be positive or None, got {rate_limit!r}")
         url = base_url or os.environ.get("DIFY_BASE_URL") or _protocol.DEFAULT_BASE_URL
@@ -277,11 +284,217 @@ class DifyClient:
             for index in positions:
                 try:
                     results[index] = await self.get_run(ids[index])
-                except DifyError as error:
+                except DifyError as error:  # noqa: PERF203 - one failure is one item
                     results[index] = error
 
         await gather_all([worker() for _ in range(width)])
         return [result for result in results if result is not None]
+
+    # -- starting and stopping runs ------------------------------------------------
+
+    async def start_run(
+        self,
+        *,
+        inputs: Mapping[str, Any],
+        user: str,
+        files: Sequence[Mapping[str, Any]] | None = None,
+        workflow_id: str | None = None,
+    ) -> StartedRun:
+        """Start a workflow run and return as soon as Dify names it.
+
+        The run is started in streaming mode; the stream is read only until
+        Dify's ``workflow_started`` event and then closed. Closing it does not
+        stop the run: wait for it with :func:`~dify_runs.wait_for_run`.
+
+        Args:
+            inputs: The workflow's input variables.
+            user: Your end user's id (Dify requires one).
+            files: File inputs, as Dify's API describes them.
+            workflow_id: Run this published workflow version instead of the
+                app's current one.
+
+        Returns:
+            The new run's ids.
+
+        Raises:
+            BadRequestError: Dify refused the inputs (``invalid_param``); its
+                message names the field.
+            DifyAPIError: Another error answer, or an ``error`` event in the stream.
+            DifyConnectionError: No answer. Only a failure to connect is retried:
+                once the request may have reached Dify, retrying could start a
+                second run.
+            UnexpectedResponseError: The stream ended without ``workflow_started``.
+        """
+        if not isinstance(user, str) or not user:
+            raise ValueError("user must be a non-empty string (your end user's id)")
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a mapping, got {type(inputs).__name__}")
+        path = "workflows/run"
+        if workflow_id is not None:
+            path = f"workflows/{_protocol.canonical_run_id(workflow_id, what='workflow id')}/run"
+        body: dict[str, Any] = {"inputs": dict(inputs), "user": user, "response_mode": "streaming"}
+        if files:
+            body["files"] = [dict(item) for item in files]
+        return await self._post(path, body, self._read_started)
+
+    async def stop_run(self, task_id: str, *, user: str) -> None:
+        """Ask Dify to stop a run, by the ``task_id`` from :meth:`start_run`.
+
+        Dify acknowledges any task id, known or not, and Dify 1.12 and 1.13
+        keep reporting the stopped run as ``running`` afterwards (only 1.0.x
+        records ``stopped``): a later wait on it still needs its deadline.
+
+        Args:
+            task_id: The task id of the run.
+            user: The end user who started it.
+
+        Raises:
+            InvalidRunIdError: ``task_id`` is not a UUID (nothing is sent).
+            DifyAPIError: An error answer.
+            DifyConnectionError: No answer.
+        """
+        path = f"workflows/tasks/{_protocol.canonical_run_id(task_id, what='task id')}/stop"
+        await self._post(path, {"user": user}, self._read_acknowledgement)
+
+    async def run_and_wait(
+        self,
+        *,
+        inputs: Mapping[str, Any],
+        user: str,
+        files: Sequence[Mapping[str, Any]] | None = None,
+        workflow_id: str | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        return_on_paused: bool = True,
+        raise_on_failure: bool = False,
+        on_update: OnUpdate | None = None,
+    ) -> WorkflowRun:
+        """Start a run with :meth:`start_run`, then wait for it with ``wait_for_run``.
+
+        Args:
+            inputs: The workflow's input variables.
+            user: Your end user's id.
+            files: File inputs.
+            workflow_id: A published workflow version to run.
+            timeout: Seconds to wait for the run; None waits without a deadline.
+            poll: When to poll.
+            return_on_paused: Return a ``paused`` record.
+            raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
+            on_update: Called with every record fetched.
+
+        Returns:
+            The run's final record.
+
+        Raises:
+            WaitTimeoutError: The deadline passed; its ``run_id`` lets you wait again.
+            DifyError: Starting or waiting failed (see :meth:`start_run` and
+                ``wait_for_run``).
+        """
+        from ._wait import wait_for_run  # noqa: PLC0415 - _wait imports this module
+
+        started = await self.start_run(
+            inputs=inputs, user=user, files=files, workflow_id=workflow_id
+        )
+        return await wait_for_run(
+            self,
+            started.run_id,
+            timeout=timeout,
+            poll=poll,
+            return_on_paused=return_on_paused,
+            raise_on_failure=raise_on_failure,
+            on_update=on_update,
+        )
+
+    async def _post(self, path: str, body: dict[str, Any], read: _Reader[_T]) -> _T:
+        """POST once; retry only when the connection could not be made at all."""
+        url = self._base.join(URL(path, encoded=True))
+        session = self._open()
+        attempt = 0
+        while True:
+            await self._pace(None, None)
+            try:
+                async with self._semaphore:
+                    with _transport_errors(self.timeout):
+                        async with session.post(
+                            url,
+                            json=body,
+                            headers=self._headers,
+                            timeout=aiohttp.ClientTimeout(total=self.timeout),
+                            allow_redirects=False,
+                        ) as response:
+                            if response.status >= 300:
+                                error_body = await self._read_capped(response)
+                                raise _protocol.api_error(
+                                    response.status, response.headers, error_body
+                                )
+                            return await read(response)
+            except DifyConnectionError as error:
+                never_sent = isinstance(error.__cause__, aiohttp.ClientConnectorError)
+                if not (
+                    never_sent
+                    and attempt < self.max_retries
+                    and self.retry_budget.try_spend(transport=True)
+                ):
+                    raise
+                delay = retry_delay(attempt, self.random())
+                logger.info("retrying POST %s in %.2f s: could not connect", path, delay)
+                await self.sleep(delay)
+                attempt += 1
+
+    async def _read_started(self, response: aiohttp.ClientResponse) -> StartedRun:
+        status = response.status
+        if response.content_type == "application/json":  # a blocking-style answer
+            payload = _protocol.decode_json(status, await self._read_capped(response))
+            started = _protocol.started_run(payload, status=status)
+            if started is None:
+                raise UnexpectedResponseError(
+                    "answer names no workflow run", status=status, body=excerpt(str(payload))
+                )
+            return started
+        decoder = LineDecoder()
+        pending: list[str] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > self.max_body_size:
+                raise UnexpectedResponseError(
+                    "event stream passed the size limit before workflow_started",
+                    status=status,
+                )
+            pending.extend(decoder.feed(chunk))
+            if "" in pending:
+                cut = len(pending) - pending[::-1].index("")
+                complete, pending = pending[:cut], pending[cut:]
+                started = self._first_started(complete, status)
+                if started is not None:
+                    return started
+        started = self._first_started([*pending, *decoder.close()], status)
+        if started is not None:
+            return started
+        raise UnexpectedResponseError(
+            "the event stream ended before workflow_started", status=status
+        )
+
+    @staticmethod
+    def _first_started(lines: list[str], status: int) -> StartedRun | None:
+        for event in iter_events(lines):
+            if not event.data:
+                continue  # event: ping
+            started = _protocol.started_run(
+                _protocol.decode_json(status, event.data.encode()), status=status
+            )
+            if started is not None:
+                return started
+        return None
+
+    async def _read_acknowledgement(self, response: aiohttp.ClientResponse) -> None:
+        payload = _protocol.decode_json(response.status, await self._read_capped(response))
+        if not (isinstance(payload, dict) and payload.get("result") == "success"):
+            raise UnexpectedResponseError(
+                "stop was not acknowledged",
+                status=response.status,
+                body=excerpt(str(payload)),
+            )
 
     # -- the request path ----------------------------------------------------------
 
@@ -360,7 +573,7 @@ class DifyClient:
         """Send one GET (following same-origin redirects) and read the body, capped."""
         session = self._open()
         async with self._semaphore:
-            try:
+            with _transport_errors(timeout):
                 for _ in range(_MAX_REDIRECTS + 1):
                     async with session.get(
                         url,
@@ -373,10 +586,6 @@ class DifyClient:
                             continue
                         body = await self._read_capped(response)
                         return response.status, response.headers, body
-            except asyncio.TimeoutError as exc:
-                raise DifyTimeoutError(f"no answer within {timeout:.3g} s") from exc
-            except aiohttp.ClientError as exc:
-                raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
         raise UnexpectedResponseError(
             f"more than {_MAX_REDIRECTS} redirects", status=0, transient=False
         )
@@ -415,6 +624,17 @@ class DifyClient:
                     transient=False,
                 )
         return bytes(chunks)
+
+
+@contextlib.contextmanager
+def _transport_errors(timeout: float) -> Iterator[None]:
+    """Turn aiohttp's transport exceptions into ours, chained to theirs."""
+    try:
+        yield
+    except asyncio.TimeoutError as exc:
+        raise DifyTimeoutError(f"no answer within {timeout:.3g} s") from exc
+    except aiohttp.ClientError as exc:
+        raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _describe(error: DifyError) -> str:

@@ -13,7 +13,7 @@ import attrs
 
 from ._cli import EXIT_FAILED, EXIT_OK, _wait_all
 from ._client import DifyClient
-from .testing import Fault, FakeDify
+from .testing import FakeDify, Fault
 
 
 @attrs.frozen
@@ -33,8 +33,11 @@ class _Planned:
 
 def _plan(runs: int, rng: random.Random, longest: float) -> list[_Planned]:
     mix = (
-        ["succeeded"] * 30 + ["failed"] * 6 + ["partial-succeeded"] * 5
-        + ["stopped"] * 4 + ["paused"] * 5
+        ["succeeded"] * 30
+        + ["failed"] * 6
+        + ["partial-succeeded"] * 5
+        + ["stopped"] * 4
+        + ["paused"] * 5
     )
     plan = []
     for index in range(runs):

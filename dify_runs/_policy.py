@@ -10,7 +10,11 @@ import math
 
 import attrs
 
-__all__ = ["PollPolicy", "retry_delay"]
+__all__ = ["DEFAULT_WAIT_TIMEOUT", "PollPolicy", "retry_delay"]
+
+#: Default deadline of a wait, in seconds: finite, so a run stuck in
+#: ``running`` (a real Dify bug) cannot hang a caller forever.
+DEFAULT_WAIT_TIMEOUT = 900.0
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:

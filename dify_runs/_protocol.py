@@ -7,6 +7,7 @@ server; the aiohttp layer in ``_client.py`` only moves bytes.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -30,7 +31,7 @@ from ._errors import (
     UnexpectedResponseError,
     excerpt,
 )
-from ._models import WorkflowRun
+from ._models import StartedRun, WorkflowRun
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -38,10 +39,12 @@ __all__ = [
     "api_error",
     "canonical_run_id",
     "decode_json",
+    "error_for",
     "normalize_base_url",
     "parse_retry_after",
     "parse_run",
     "run_path",
+    "started_run",
     "structure_run",
 ]
 
@@ -75,7 +78,7 @@ def normalize_base_url(url: str) -> str:
     return url.strip().rstrip("/") + "/"
 
 
-def canonical_run_id(run_id: str) -> str:
+def canonical_run_id(run_id: str, *, what: str = "run id") -> str:
     """Return a run id in canonical form (lower case, hyphenated).
 
     Dify accepts upper case, unhyphenated and braced UUIDs alike; sending one
@@ -86,11 +89,11 @@ def canonical_run_id(run_id: str) -> str:
         InvalidRunIdError: ``run_id`` is not a UUID (a ``ValueError``).
     """
     if not isinstance(run_id, str):
-        raise InvalidRunIdError(f"run id must be a string, got {type(run_id).__name__}")
+        raise InvalidRunIdError(f"{what} must be a string, got {type(run_id).__name__}")
     try:
         return str(uuid.UUID(run_id))
     except ValueError:
-        raise InvalidRunIdError(f"run id is not a UUID: {run_id[:80]!r}") from None
+        raise InvalidRunIdError(f"{what} is not a UUID: {run_id[:80]!r}") from None
 
 
 def run_path(run_id: str) -> str:
@@ -117,7 +120,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    if seconds != seconds or seconds == float("inf"):  # NaN or infinity
+    if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
 
@@ -152,16 +155,70 @@ def api_error(status: int, headers: Mapping[str, str], body: bytes) -> DifyAPIEr
             code = payload["code"]
         if isinstance(payload.get("message"), str):
             message = payload["message"]
+    return error_for(status, code, message, headers, excerpt(body))
+
+
+def error_for(
+    status: int, code: str | None, message: str, headers: Mapping[str, str], body: str = ""
+) -> DifyAPIError:
+    """Build the :class:`DifyAPIError` subclass for an HTTP status, code and message."""
     if not message:
         message = "error response without a Dify message body"
     if status >= 500:
         cls: type[DifyAPIError] = ServerError
     else:
         cls = _ERRORS_BY_STATUS.get(status, DifyAPIError)
-    error = cls(message, status=status, code=code, headers=headers, body=excerpt(body))
+    error = cls(message, status=status, code=code, headers=headers, body=body)
     if isinstance(error, RateLimitError):
         error.retry_after = parse_retry_after(headers.get("Retry-After"))
     return error
+
+
+def started_run(payload: Any, *, status: int = 200) -> StartedRun | None:
+    """Read a streamed event (or a blocking answer) that names a new run.
+
+    Returns:
+        The :class:`StartedRun` for a ``workflow_started`` event or a blocking
+        answer; None for any other event (pings, node events, unknown names).
+
+    Raises:
+        DifyAPIError: The event is Dify's ``error`` event (sent with HTTP 200).
+        UnexpectedResponseError: A ``workflow_started`` event without its ids.
+    """
+    if not isinstance(payload, dict):
+        return None
+    event = payload.get("event")
+    if event == "error":
+        code = payload.get("code")
+        message = payload.get("message")
+        err_status = payload.get("status")
+        return_status = err_status if isinstance(err_status, int) and err_status >= 400 else 400
+        raise error_for(
+            return_status,
+            code if isinstance(code, str) else None,
+            message if isinstance(message, str) else "",
+            {},
+            excerpt(json.dumps(payload)),
+        )
+    if event != "workflow_started" and not (event is None and "workflow_run_id" in payload):
+        return None
+    data = payload.get("data")
+    data = data if isinstance(data, dict) else {}
+    fields = {
+        "workflow_run_id": payload.get("workflow_run_id") or data.get("id"),
+        "task_id": payload.get("task_id"),
+        "workflow_id": data.get("workflow_id"),
+        "created_at": data.get("created_at"),
+    }
+    try:
+        return converter.structure(fields, StartedRun)
+    except cattrs.BaseValidationError as exc:
+        raise UnexpectedResponseError(
+            "workflow_started event without a usable run id and task id",
+            status=status,
+            problems=cattrs.transform_error(exc, path="$"),
+            body=excerpt(json.dumps(payload)),
+        ) from None
 
 
 def structure_run(payload: Any, *, status: int = 200, body: bytes = b"") -> WorkflowRun:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -21,16 +21,13 @@ from . import _protocol
 from ._client import DeadlineReachedError, is_transient, logger
 from ._errors import DifyError, RunFailedError, WaitTimeoutError
 from ._models import RunStatus, WorkflowRun
-from ._policy import PollPolicy
+from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 
 if TYPE_CHECKING:
     from ._client import DifyClient
 
 __all__ = ["DEFAULT_WAIT_TIMEOUT", "WaitResult", "wait_for_run", "wait_for_runs", "watch_run"]
 
-#: Default deadline of a wait, in seconds: finite, so a run stuck in
-#: ``running`` (a real Dify bug) cannot hang a caller forever.
-DEFAULT_WAIT_TIMEOUT = 900.0
 #: Longest random offset of the first poll when many waits start together.
 FIRST_POLL_SPREAD = 1.0
 
@@ -220,7 +217,9 @@ def _deadline(client: DifyClient, timeout: float | None) -> float | None:
 class _Inbox:
     """A single waiter's subscription: records and errors queue up until read."""
 
-    def __init__(self, deadline: float | None, timeout: float | None, return_on_paused: bool):
+    def __init__(
+        self, deadline: float | None, timeout: float | None, return_on_paused: bool
+    ) -> None:
         self.deadline = deadline
         self.timeout = timeout
         self.return_on_paused = return_on_paused
@@ -254,7 +253,7 @@ async def _follow(
     timeout: float | None,
     poll: PollPolicy | None,
     return_on_paused: bool,
-) -> AsyncIterator[tuple[WorkflowRun, bool]]:
+) -> AsyncGenerator[tuple[WorkflowRun, bool], None]:
     """Yield (record, is_final) for each record fetched, ending with the final one."""
     shared = _join(client, run_id, poll, 0.0)
     inbox = _Inbox(_deadline(client, timeout), timeout, return_on_paused)
@@ -316,9 +315,7 @@ async def wait_for_run(
         InvalidRunIdError: ``run_id`` is not a UUID.
         DifyError: A lookup failed for good (not found, auth, retries spent).
     """
-    follow = _follow(
-        client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused
-    )
+    follow = _follow(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
     try:
         async for record, final in follow:
             await _call(on_update, record)
@@ -327,7 +324,9 @@ async def wait_for_run(
                 return record
     finally:
         await follow.aclose()
-    raise AssertionError("unreachable: a wait ends with a final record or an error")  # pragma: no cover
+    raise AssertionError(
+        "unreachable: a wait ends with a final record or an error"
+    )  # pragma: no cover
 
 
 def _changed(before: WorkflowRun | None, after: WorkflowRun) -> bool:
@@ -346,7 +345,7 @@ async def watch_run(
     timeout: float | None = DEFAULT_WAIT_TIMEOUT,
     poll: PollPolicy | None = None,
     return_on_paused: bool = True,
-) -> AsyncIterator[WorkflowRun]:
+) -> AsyncGenerator[WorkflowRun, None]:
     """Yield a run's record each time its status, step count or outputs change.
 
     The last record yielded is the final one (terminal, or paused when
@@ -369,9 +368,7 @@ async def watch_run(
         DifyError: A lookup failed for good.
     """
     previous: WorkflowRun | None = None
-    follow = _follow(
-        client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused
-    )
+    follow = _follow(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
     try:
         async for record, final in follow:
             if final or _changed(previous, record):
@@ -406,14 +403,14 @@ class _Sink:
         if isinstance(item, DifyError):
             self._results.put_nowait(WaitResult(self.run_id, error=item))
         elif isinstance(item, BaseException):
-            self._results.put_nowait(WaitResult(self.run_id, error=_Unexpected(item)))
+            self._results.put_nowait(WaitResult(self.run_id, error=_UnexpectedError(item)))
         elif self._raise_on_failure and item.status in _FAILED:
             self._results.put_nowait(WaitResult(self.run_id, error=RunFailedError(item)))
         else:
             self._results.put_nowait(WaitResult(self.run_id, run=item))
 
 
-class _Unexpected(DifyError):
+class _UnexpectedError(DifyError):
     """Internal: a non-library exception inside a polling loop, kept as a result."""
 
 
@@ -425,7 +422,7 @@ async def wait_for_runs(
     poll: PollPolicy | None = None,
     return_on_paused: bool = True,
     raise_on_failure: bool = False,
-) -> AsyncIterator[WaitResult]:
+) -> AsyncGenerator[WaitResult, None]:
     """Wait for many runs at once, yielding each result as soon as it is known.
 
     First polls are spread over a random offset (up to a second) so that

@@ -13,42 +13,34 @@ The fixtures are async, so they need pytest-asyncio::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from ._client import DifyClient
 from .testing import FakeDify
 
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - exercised only without pytest-asyncio
-    pytest_asyncio = None  # type: ignore[assignment]
-
 __all__ = ["dify_client", "fake_dify"]
 
-if pytest_asyncio is not None:
 
-    @pytest_asyncio.fixture
-    async def fake_dify() -> AsyncIterator[FakeDify]:
-        """A started :class:`~dify_runs.testing.FakeDify` on a free loopback port."""
-        async with FakeDify() as fake:
-            yield fake
+def _async_fixture(function: Callable[..., Any]) -> Any:
+    try:
+        import pytest_asyncio  # noqa: PLC0415 - optional: users may not have it
+    except ImportError:  # pragma: no cover - pytest then says async fixtures need a plugin
+        return pytest.fixture(function)
+    return pytest_asyncio.fixture(function)
 
-    @pytest_asyncio.fixture
-    async def dify_client(fake_dify: FakeDify) -> AsyncIterator[DifyClient]:
-        """A :class:`~dify_runs.DifyClient` connected to ``fake_dify``, closed afterwards."""
-        async with DifyClient(fake_dify.api_key, base_url=fake_dify.base_url) as client:
-            yield client
 
-else:  # pragma: no cover
+@_async_fixture
+async def fake_dify() -> AsyncIterator[FakeDify]:
+    """A started :class:`~dify_runs.testing.FakeDify` on a free loopback port."""
+    async with FakeDify() as fake:
+        yield fake
 
-    @pytest.fixture
-    def fake_dify() -> None:
-        """Unavailable: install pytest-asyncio to use dify_runs' async fixtures."""
-        pytest.fail("the fake_dify fixture needs pytest-asyncio: pip install pytest-asyncio")
 
-    @pytest.fixture
-    def dify_client() -> None:
-        """Unavailable: install pytest-asyncio to use dify_runs' async fixtures."""
-        pytest.fail("the dify_client fixture needs pytest-asyncio: pip install pytest-asyncio")
+@_async_fixture
+async def dify_client(fake_dify: FakeDify) -> AsyncIterator[DifyClient]:
+    """A :class:`~dify_runs.DifyClient` connected to ``fake_dify``, closed afterwards."""
+    async with DifyClient(fake_dify.api_key, base_url=fake_dify.base_url) as client:
+        yield client

@@ -17,6 +17,7 @@ route or per run; every request is logged in :attr:`FakeDify.requests`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import json
@@ -34,8 +35,8 @@ from aiohttp import web
 
 __all__ = [
     "DEFAULT_API_KEY",
-    "Fault",
     "FakeDify",
+    "Fault",
     "LoggedRequest",
     "SimulatedRun",
     "VirtualClock",
@@ -265,6 +266,8 @@ class FakeDify:
         seed: Seed of the random source for probabilistic faults.
         default_duration: How long runs started by ``POST /workflows/run`` take.
         ping_interval: Seconds between ``event: ping`` keep-alives on streams.
+        required_inputs: Input names a POST must carry; a missing one gets
+            Dify's 400 ``invalid_param`` ("<name> is required in input form").
     """
 
     def __init__(
@@ -279,6 +282,7 @@ class FakeDify:
         seed: int = 0,
         default_duration: float = 2.0,
         ping_interval: float = 10.0,
+        required_inputs: tuple[str, ...] = (),
     ) -> None:
         if version not in _VERSIONS:
             raise ValueError(f"version must be one of {_VERSIONS}, got {version!r}")
@@ -290,6 +294,7 @@ class FakeDify:
         self.port = port
         self.default_duration = default_duration
         self.ping_interval = ping_interval
+        self.required_inputs = required_inputs
         self.workflow_id = str(uuid.UUID(int=random.Random(seed).getrandbits(128), version=4))
         self.app_id = str(uuid.UUID(int=random.Random(seed + 1).getrandbits(128), version=4))
         self.runs: dict[str, SimulatedRun] = {}
@@ -534,10 +539,8 @@ class FakeDify:
             await asyncio.sleep(fault.seconds)
             return None
         if fault.kind == "stall":
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), fault.seconds)
-            except asyncio.TimeoutError:
-                pass
             return None
         if fault.kind == "rate_limit":
             response = self._error(429, "too_many_requests", "Too many requests.")
@@ -560,13 +563,13 @@ class FakeDify:
                 request.transport.abort()
             return web.Response(status=500)
         # truncate: promise 400 bytes, send 20, cut the connection.
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        response.content_length = 400
-        await response.prepare(request)
-        await response.write(b'{"id": "cut off here')
+        cut = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        cut.content_length = 400
+        await cut.prepare(request)
+        await cut.write(b'{"id": "cut off here')
         if request.transport is not None:
             request.transport.abort()
-        return response
+        return cut
 
     async def _faulted(self, request: web.Request, route: str, run_id: str | None) -> Any:
         fault = self._pick_fault(route, run_id)
@@ -680,7 +683,7 @@ class FakeDify:
             body = await request.json()
         except ValueError:
             body = None
-        problem = _check_start_body(body)
+        problem = _check_start_body(body, self.required_inputs)
         if problem is not None:
             self._log(request, "start_run", 400, None)
             return self._error(400, "invalid_param", problem)
@@ -771,11 +774,14 @@ class FakeDify:
         return self._json({"result": "success"}, charset=True)
 
 
-def _check_start_body(body: Any) -> str | None:
+def _check_start_body(body: Any, required: tuple[str, ...]) -> str | None:
     if not isinstance(body, dict):
         return "Request body must be a JSON object."
     if not isinstance(body.get("inputs"), dict):
         return "inputs is required in input form"
+    for name in required:
+        if not body["inputs"].get(name):
+            return f"{name} is required in input form"
     if not isinstance(body.get("user"), str) or not body["user"]:
         return "user is required"
     if body.get("response_mode", "blocking") not in {"blocking", "streaming"}:

@@ -27,8 +27,13 @@ async def dify_runs(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
     environment.update(env or {})
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dify_runs", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment,
+        sys.executable,
+        "-m",
+        "dify_runs",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
@@ -154,9 +159,20 @@ async def test_simulate_serves_runs() -> None:
     """simulate starts a server whose scripted runs the client can read."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dify_runs", "simulate", "--port", str(port), "--runs", "1",
-        "--duration", "0", "--for", "10",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "dify_runs",
+        "simulate",
+        "--port",
+        str(port),
+        "--runs",
+        "1",
+        "--duration",
+        "0",
+        "--for",
+        "10",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -226,3 +242,19 @@ async def test_live_progress_on_terminal(
 def test_exit_code_precedence(labels: list[str], code: int) -> None:
     """Failures outrank deadlines, which outrank pauses."""
     assert cli._exit_code(labels, []) == code
+
+
+async def test_run_and_wait_command() -> None:
+    """run --input ... --user U --wait starts a run, prints its ids, then its record."""
+    async with FakeDify(default_duration=0.3) as fake:
+        code, out, err = await dify_runs(
+            "run", "--input", "query=hello", "--user", "u1", "--wait", env=server_env(fake)
+        )
+        assert code == 0, err
+        started, final = (json.loads(line) for line in out.splitlines())
+        assert started["workflow_run_id"] in fake.runs
+        assert final["status"] == "succeeded"
+        assert final["inputs"]["query"] == "hello"
+        code, out, _ = await dify_runs("run", "--user", "u1", env=server_env(fake))
+        assert code == 0
+        assert json.loads(out)["task_id"]

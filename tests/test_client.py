@@ -29,7 +29,7 @@ from dify_runs import (
     UnexpectedResponseError,
     WorkflowRun,
 )
-from dify_runs.testing import Fault, FakeDify
+from dify_runs.testing import FakeDify, Fault
 
 MakeClient = Callable[..., DifyClient]
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -413,8 +413,13 @@ def test_plain_http_to_remote_host_warns(caplog: pytest.LogCaptureFixture) -> No
 
 
 @pytest.mark.parametrize(
-    "url", ["https://dify.example.com/v1", "http://127.0.0.1:5001/v1", "http://localhost/v1",
-            "http://[::1]:5001/v1"]
+    "url",
+    [
+        "https://dify.example.com/v1",
+        "http://127.0.0.1:5001/v1",
+        "http://localhost/v1",
+        "http://[::1]:5001/v1",
+    ],
 )
 def test_no_warning_for_https_or_loopback(url: str, caplog: pytest.LogCaptureFixture) -> None:
     """https, and http to loopback, do not warn."""
@@ -595,7 +600,7 @@ async def test_get_runs_keeps_order_and_errors(fake: FakeDify, make_client: Make
     assert len(results) == len(mixed)
     assert isinstance(results[1], RunNotFoundError)
     assert isinstance(results[3], InvalidRunIdError)
-    for given, result in zip(mixed, results):
+    for given, result in zip(mixed, results, strict=True):
         if given in ids:
             assert isinstance(result, WorkflowRun)
             assert result.id == given
@@ -646,11 +651,13 @@ async def test_concurrency_is_bounded() -> None:
     assert peak == 8
 
 
-async def test_get_runs_cancellation_leaves_nothing(fake: FakeDify, make_client: MakeClient) -> None:
+async def test_get_runs_cancellation_leaves_nothing(
+    fake: FakeDify, make_client: MakeClient
+) -> None:
     """Cancelling get_runs cancels every lookup."""
     fake.inject(Fault.stall(30))
     client = make_client(fake)
-    task = asyncio.ensure_future(client.get_runs([fake.add_run() for _ in range(10)]))
+    task = asyncio.ensure_future(client.get_runs([fake.add_run() for _ in range(10)]))  # noqa: RUF006
     await asyncio.sleep(0.1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

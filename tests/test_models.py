@@ -21,7 +21,7 @@ from dify_runs import RunStatus, StartedRun, WorkflowRun
         (RunStatus.PAUSED, False),
         (RunStatus.SCHEDULED, False),
     ],
-    ids=lambda v: str(v),
+    ids=str,
 )
 def test_is_terminal(status: RunStatus, terminal: bool) -> None:
     """Exactly succeeded, failed, stopped and partial-succeeded are terminal."""

@@ -32,7 +32,9 @@ async def test_failure_is_seen(fake_dify, dify_client):
 
 def test_fixtures_work_in_user_tests(pytester: pytest.Pytester) -> None:
     """A user's async tests get a started simulator and a client for it."""
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-W", "error")
     result.assert_outcomes(passed=3)

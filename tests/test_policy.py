@@ -42,15 +42,11 @@ def test_lag_bound_holds(policy: PollPolicy) -> None:
         elapsed += delay
 
 
-@pytest.mark.parametrize(
-    ("length", "most_requests"), [(5, 6), (60, 31), (600, 60), (3600, 100)]
-)
+@pytest.mark.parametrize(("length", "most_requests"), [(5, 6), (60, 31), (600, 60), (3600, 100)])
 def test_default_costs_few_requests(length: float, most_requests: int) -> None:
     """A run of `length` seconds costs at most `most_requests` polls by default."""
     policy = PollPolicy()
-    polls = 1 + next(
-        k for k in itertools.count(1) if sum(schedule(policy, k)) >= length
-    )
+    polls = 1 + next(k for k in itertools.count(1) if sum(schedule(policy, k)) >= length)
     assert polls <= most_requests
 
 

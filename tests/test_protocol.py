@@ -93,8 +93,11 @@ def test_null_id_is_not_found(payload: dict[str, Any]) -> None:
             id="401",
         ),
         pytest.param(
-            403, dify_error(403, "forbidden", "App unavailable"), PermissionDeniedError,
-            "forbidden", id="403",
+            403,
+            dify_error(403, "forbidden", "App unavailable"),
+            PermissionDeniedError,
+            "forbidden",
+            id="403",
         ),
         pytest.param(
             404,
@@ -103,7 +106,9 @@ def test_null_id_is_not_found(payload: dict[str, Any]) -> None:
             "not_found",
             id="404-json",
         ),
-        pytest.param(404, b"<!doctype html><title>404</title>", RunNotFoundError, None, id="404-html"),
+        pytest.param(
+            404, b"<!doctype html><title>404</title>", RunNotFoundError, None, id="404-html"
+        ),
         pytest.param(
             405,
             dify_error(405, "method_not_allowed", "Method not allowed"),
@@ -112,8 +117,11 @@ def test_null_id_is_not_found(payload: dict[str, Any]) -> None:
             id="405",
         ),
         pytest.param(
-            429, dify_error(429, "too_many_requests", "Slow down"), RateLimitError,
-            "too_many_requests", id="429",
+            429,
+            dify_error(429, "too_many_requests", "Slow down"),
+            RateLimitError,
+            "too_many_requests",
+            id="429",
         ),
         pytest.param(
             500,

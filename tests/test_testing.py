@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dify_runs.testing import Fault, FakeDify, VirtualClock
+from dify_runs.testing import FakeDify, Fault, VirtualClock
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -76,7 +76,10 @@ async def test_get_headers_and_shape(fake: FakeDify, http: aiohttp.ClientSession
 @pytest.mark.parametrize(
     ("version", "expected"),
     [
-        ("1.13.2", (404, {"code": "not_found", "message": "Workflow run not found.", "status": 404})),
+        (
+            "1.13.2",
+            (404, {"code": "not_found", "message": "Workflow run not found.", "status": 404}),
+        ),
         ("1.12.1", (200, None)),
         ("1.0.1", (200, 0)),
     ],
@@ -145,7 +148,9 @@ async def test_1_12_1_null_outputs_for_failed(http: aiohttp.ClientSession) -> No
     assert json.loads(running_body)["outputs"] == "{}"
 
 
-async def test_timeline_moves(vclock: VirtualClock, vfake: FakeDify, http: aiohttp.ClientSession) -> None:
+async def test_timeline_moves(
+    vclock: VirtualClock, vfake: FakeDify, http: aiohttp.ClientSession
+) -> None:
     """Steps, tokens and status follow the scripted timeline in the fake's clock."""
     run_id = vfake.add_run(duration=10, total_steps=4, total_tokens=100)
     seen = []
@@ -160,7 +165,9 @@ async def test_timeline_moves(vclock: VirtualClock, vfake: FakeDify, http: aioht
     assert seen[2]["finished_at"] - seen[2]["created_at"] == 10
 
 
-async def test_pause_and_resume(vclock: VirtualClock, vfake: FakeDify, http: aiohttp.ClientSession) -> None:
+async def test_pause_and_resume(
+    vclock: VirtualClock, vfake: FakeDify, http: aiohttp.ClientSession
+) -> None:
     """A run pauses until resumed, then finishes its remaining time."""
     run_id = vfake.add_run(duration=10, pause_at=4)
     vclock.advance(100)
@@ -175,7 +182,9 @@ async def test_pause_and_resume(vclock: VirtualClock, vfake: FakeDify, http: aio
     assert json.loads(body)["status"] == "succeeded"
 
 
-@pytest.mark.parametrize(("version", "after"), [("1.0.1", "stopped"), ("1.12.1", "running"), ("1.13.2", "running")])
+@pytest.mark.parametrize(
+    ("version", "after"), [("1.0.1", "stopped"), ("1.12.1", "running"), ("1.13.2", "running")]
+)
 async def test_stop_semantics(version: Any, after: str, http: aiohttp.ClientSession) -> None:
     """The stop endpoint acknowledges; only 1.0.1 records the stop in the GET."""
     async with FakeDify(version=version) as fake:
@@ -197,7 +206,9 @@ async def test_stop_semantics(version: Any, after: str, http: aiohttp.ClientSess
         assert record["error"] == "Stopped by user."
 
 
-async def test_blocking_post(vclock: VirtualClock, vfake: FakeDify, http: aiohttp.ClientSession) -> None:
+async def test_blocking_post(
+    vclock: VirtualClock, vfake: FakeDify, http: aiohttp.ClientSession
+) -> None:
     """A blocking POST answers when the run has finished, with real objects."""
     headers = {"Authorization": f"Bearer {vfake.api_key}"}
     async with http.post(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from contextlib import aclosing
 from collections.abc import Callable
+from contextlib import aclosing
 
 import pytest
 
@@ -24,7 +24,7 @@ from dify_runs import (
     wait_for_runs,
     watch_run,
 )
-from dify_runs.testing import Fault, FakeDify, VirtualClock
+from dify_runs.testing import FakeDify, Fault, VirtualClock
 
 MakeClient = Callable[..., DifyClient]
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -57,9 +57,7 @@ async def test_wait_returns_final_record_on_schedule(
     assert 0 <= lag <= max(1.0, 0.1 * length)
 
 
-async def test_wait_returns_at_once_for_finished_run(
-    vfake: FakeDify, vclient: DifyClient
-) -> None:
+async def test_wait_returns_at_once_for_finished_run(vfake: FakeDify, vclient: DifyClient) -> None:
     """A run already finished costs one request."""
     run = await wait_for_run(vclient, vfake.add_run(duration=0, status="failed"))
     assert run.status is RunStatus.FAILED
@@ -84,9 +82,7 @@ async def test_wait_through_pause(vfake: FakeDify, vclient: DifyClient) -> None:
         if run.status is RunStatus.PAUSED and len(seen) > 3:
             vfake.resume(run_id)
 
-    run = await wait_for_run(
-        vclient, run_id, return_on_paused=False, on_update=resume_when_paused
-    )
+    run = await wait_for_run(vclient, run_id, return_on_paused=False, on_update=resume_when_paused)
     assert run.status is RunStatus.SUCCEEDED
     assert RunStatus.PAUSED in seen
     assert seen[-1] is RunStatus.SUCCEEDED
@@ -107,7 +103,9 @@ async def test_raise_on_failure_spares_success(
     status: str, vfake: FakeDify, vclient: DifyClient
 ) -> None:
     """Successful and partially successful runs are returned."""
-    run = await wait_for_run(vclient, vfake.add_run(duration=1, status=status), raise_on_failure=True)
+    run = await wait_for_run(
+        vclient, vfake.add_run(duration=1, status=status), raise_on_failure=True
+    )
     assert run.status.value == status
 
 
@@ -141,9 +139,7 @@ async def test_negative_timeout_is_refused(vfake: FakeDify, vclient: DifyClient)
         await wait_for_run(vclient, vfake.add_run(), timeout=-1)
 
 
-async def test_no_timeout_waits_as_long_as_it_takes(
-    vfake: FakeDify, vclient: DifyClient
-) -> None:
+async def test_no_timeout_waits_as_long_as_it_takes(vfake: FakeDify, vclient: DifyClient) -> None:
     """timeout=None waits past the default deadline."""
     run = await wait_for_run(vclient, vfake.add_run(duration=7200), timeout=None)
     assert run.status is RunStatus.SUCCEEDED
@@ -223,7 +219,9 @@ async def test_unknown_status_is_not_terminal(vfake: FakeDify, vclient: DifyClie
     assert info.value.last_run.status.value == "archived"
 
 
-async def test_stopped_run_on_1_0_1_ends_wait(vclock: VirtualClock, make_client: MakeClient) -> None:
+async def test_stopped_run_on_1_0_1_ends_wait(
+    vclock: VirtualClock, make_client: MakeClient
+) -> None:
     """Dify 1.0.1 records stops, so a wait on a stopped run ends."""
     async with FakeDify(version="1.0.1", clock=vclock.now, sleep=vclock.sleep) as fake:
         run_id = fake.add_run(duration=100)
@@ -367,7 +365,9 @@ async def test_cancelling_wait_for_runs(vfake: FakeDify, vclient: DifyClient) ->
     assert vclient._polls == {}
 
 
-async def test_first_polls_are_spread(vfake: FakeDify, make_client: MakeClient, vclock: VirtualClock) -> None:
+async def test_first_polls_are_spread(
+    vfake: FakeDify, make_client: MakeClient, vclock: VirtualClock
+) -> None:
     """Waits started together make their first polls at different moments."""
     client = make_client(
         vfake, clock=vclock.now, sleep=vclock.sleep, random=random.Random(7).random
@@ -456,7 +456,9 @@ async def test_rate_limit_wait_never_passes_deadline(
     assert vfake.count() == 0
 
 
-async def test_budget_spent_ends_waits(vfake: FakeDify, make_client: MakeClient, vclock: VirtualClock) -> None:
+async def test_budget_spent_ends_waits(
+    vfake: FakeDify, make_client: MakeClient, vclock: VirtualClock
+) -> None:
     """When the shared retry budget is spent, waits end with the server's error."""
     from dify_runs import RetryBudget, ServerError
 

@@ -1,0 +1,91 @@
+"""The pure SSE parser: any chunking, any line ending, pings and unknown events."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dify_runs._sse import LineDecoder, ServerSentEvent, iter_events
+
+STREAM = (
+    'data: {"event": "workflow_started", "workflow_run_id": "r", "task_id": "t"}\n\n'
+    "event: ping\n\n"
+    'data: {"event": "node_started"}\n\n'
+    ": a comment\n"
+    "event: something_new\ndata: x\ndata: y\n\n"
+    'data: {"event": "workflow_finished"}\n\n'
+)
+EXPECTED = [
+    ServerSentEvent(None, '{"event": "workflow_started", "workflow_run_id": "r", "task_id": "t"}'),
+    ServerSentEvent("ping", ""),
+    ServerSentEvent(None, '{"event": "node_started"}'),
+    ServerSentEvent("something_new", "x\ny"),
+    ServerSentEvent(None, '{"event": "workflow_finished"}'),
+]
+
+
+def decode(chunks: list[bytes]) -> list[ServerSentEvent]:
+    decoder = LineDecoder()
+    lines: list[str] = []
+    for chunk in chunks:
+        lines.extend(decoder.feed(chunk))
+    lines.extend(decoder.close())
+    return list(iter_events(lines))
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces, start = [], 0
+    for point in points:
+        pieces.append(data[start:point])
+        start = point
+    pieces.append(data[start:])
+    return pieces
+
+
+def test_whole_stream() -> None:
+    """A stream in one chunk gives every event, pings and unknown names included."""
+    assert decode([STREAM.encode()]) == EXPECTED
+
+
+@given(cuts=st.lists(st.integers(0, len(STREAM.encode())), max_size=40))
+def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
+    """However the bytes are split, the events are the same."""
+    assert decode(split(STREAM.encode(), cuts)) == EXPECTED
+
+
+@given(
+    cuts=st.lists(st.integers(0, 2 * len(STREAM)), max_size=40),
+    ending=st.sampled_from(["\r\n", "\r", "\n"]),
+)
+def test_line_endings_and_chunking(cuts: list[int], ending: str) -> None:
+    """CRLF, CR and LF streams parse alike, even with \\r and \\n in different chunks."""
+    data = STREAM.replace("\n", ending).encode()
+    assert decode(split(data, cuts)) == EXPECTED
+
+
+@given(
+    payloads=st.lists(
+        st.dictionaries(st.text(max_size=5), st.text(max_size=20) | st.integers(), max_size=3),
+        max_size=8,
+    ),
+    cuts=st.lists(st.integers(0, 4000), max_size=30),
+)
+def test_json_payloads_survive(payloads: list[dict[str, object]], cuts: list[int]) -> None:
+    """Arbitrary JSON data lines come back intact, including multi-byte UTF-8 split mid-character."""
+    stream = "".join(f"data: {json.dumps(p, ensure_ascii=False)}\n\n" for p in payloads).encode()
+    events = decode(split(stream, cuts))
+    assert [json.loads(e.data) for e in events] == payloads
+
+
+def test_stream_without_final_newline() -> None:
+    """A last event without its blank line is still dispatched."""
+    assert decode([b"data: last"]) == [ServerSentEvent(None, "last")]
+
+
+def test_unknown_fields_and_bare_blank_lines() -> None:
+    """Unknown fields are ignored; blank lines alone dispatch nothing."""
+    lines = ["", "", "id: 7", "retry: 100", "data:no-space", ""]
+    assert list(iter_events(lines)) == [ServerSentEvent(None, "no-space")]

@@ -1,0 +1,117 @@
+"""Public API used the way users will; never run, only type-checked by mypy --strict."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+import dify_runs
+from dify_runs import (
+    DifyAPIError,
+    DifyClient,
+    DifyError,
+    PollPolicy,
+    RunFailedError,
+    RunNotFoundError,
+    RunStatus,
+    StartedRun,
+    UnexpectedResponseError,
+    WaitResult,
+    WaitTimeoutError,
+    WorkflowRun,
+    converter,
+    wait_for_run,
+    wait_for_runs,
+    watch_run,
+)
+from dify_runs.testing import FakeDify, Fault, VirtualClock
+
+
+async def lookups() -> None:
+    async with DifyClient(api_key="app-x", base_url="http://127.0.0.1:5001/v1") as client:
+        run: WorkflowRun = await client.get_run("fb47b2e6-5e43-4f90-be01-d5c5a088d156")
+        status: RunStatus = run.status
+        terminal: bool = status.is_terminal
+        wire: str = status.value
+        created: datetime = run.created_at
+        finished: datetime | None = run.finished_at
+        outputs: dict[str, Any] = run.outputs
+        elapsed: float = run.elapsed_time
+        results: list[WorkflowRun | DifyError] = await client.get_runs([run.id], concurrency=32)
+        for result in results:
+            if isinstance(result, DifyAPIError):
+                code: str | None = result.code
+                http_status: int = result.status
+            elif isinstance(result, UnexpectedResponseError):
+                problems: list[str] = result.problems
+        _ = (terminal, wire, created, finished, outputs, elapsed)
+
+
+async def borrowed_session() -> None:
+    async with aiohttp.ClientSession() as session:
+        client = DifyClient("app-x", session=session, timeout=10.0, max_retries=0)
+        try:
+            await client.get_run("fb47b2e6-5e43-4f90-be01-d5c5a088d156")
+        except RunNotFoundError as error:
+            missing: str | None = error.run_id
+            _ = missing
+        finally:
+            await client.close()
+
+
+async def waits(client: DifyClient) -> None:
+    def sync_update(run: WorkflowRun) -> None: ...
+
+    async def async_update(run: WorkflowRun) -> None: ...
+
+    run = await wait_for_run(client, "id", timeout=600, poll=PollPolicy(initial=2.0))
+    run = await wait_for_run(client, "id", timeout=None, on_update=sync_update)
+    run = await wait_for_run(
+        client, "id", return_on_paused=False, raise_on_failure=True, on_update=async_update
+    )
+    async for update in watch_run(client, "id"):
+        steps: int = update.total_steps
+        _ = steps
+    async with aclosing(wait_for_runs(client, ["a", "b"], timeout=3600)) as results:
+        async for result in results:
+            item: WaitResult = result
+            if item.run is not None:
+                run = item.run
+    try:
+        await wait_for_run(client, "id")
+    except WaitTimeoutError as error:
+        last: WorkflowRun | None = error.last_run
+        _ = last
+    except RunFailedError as error:
+        failed: WorkflowRun = error.run
+        _ = failed
+    _ = run
+
+
+async def start_and_stop(client: DifyClient) -> None:
+    started: StartedRun = await client.start_run(inputs={"query": "x"}, user="user-123")
+    run: WorkflowRun = await client.run_and_wait(inputs={}, user="u", timeout=600)
+    await client.stop_run(started.task_id, user="user-123")
+    _ = run
+
+
+def conversions(payload: dict[str, Any]) -> dict[str, Any]:
+    run = converter.structure(payload, WorkflowRun)
+    wire: dict[str, Any] = converter.unstructure(run)
+    version: str = dify_runs.__version__
+    _ = version
+    return wire
+
+
+async def simulator() -> None:
+    clock = VirtualClock()
+    async with FakeDify(clock=clock.now, sleep=clock.sleep, version="1.12.1") as fake:
+        run_id: str = fake.add_run(duration=2.0, outputs={"a": 1})
+        fake.inject(Fault.error(503, html=True), times=2)
+        async with DifyClient(fake.api_key, base_url=fake.base_url, clock=clock.now) as client:
+            await wait_for_run(client, run_id)
+        count: int = fake.count(run_id=run_id)
+        _ = count
