@@ -193,12 +193,18 @@ def stream_of(*chunks: bytes) -> Handler:
 
 
 STARTED = json.dumps(
-    {"event": "workflow_started", "workflow_run_id": RUN, "task_id": TASK,
-     "data": {"id": RUN, "workflow_id": TASK, "created_at": 1795885580}}
+    {
+        "event": "workflow_started",
+        "workflow_run_id": RUN,
+        "task_id": TASK,
+        "data": {"id": RUN, "workflow_id": TASK, "created_at": 1795885580},
+    }
 ).encode()
 
 
-async def test_pings_crlf_and_split_chunks(scripted: Callable[[Handler], Awaitable[DifyClient]]) -> None:
+async def test_pings_crlf_and_split_chunks(
+    scripted: Callable[[Handler], Awaitable[DifyClient]],
+) -> None:
     """Pings, CRLF endings and an event split across chunks are handled."""
     body = b"event: ping\r\n\r\ndata: " + STARTED + b"\r\n\r\n"
     client = await scripted(stream_of(body[:5], body[5:23], body[23:24], body[24:]))
@@ -206,7 +212,9 @@ async def test_pings_crlf_and_split_chunks(scripted: Callable[[Handler], Awaitab
     assert (started.run_id, started.task_id) == (RUN, TASK)
 
 
-async def test_error_event_with_http_200(scripted: Callable[[Handler], Awaitable[DifyClient]]) -> None:
+async def test_error_event_with_http_200(
+    scripted: Callable[[Handler], Awaitable[DifyClient]],
+) -> None:
     """An error event in the stream becomes the matching DifyError with Dify's code."""
     error = {"event": "error", "status": 400, "code": "invalid_param", "message": "url is bad"}
     client = await scripted(stream_of(b"data: " + json.dumps(error).encode() + b"\n\n"))
@@ -216,7 +224,9 @@ async def test_error_event_with_http_200(scripted: Callable[[Handler], Awaitable
     assert info.value.message == "url is bad"
 
 
-async def test_error_event_without_status(scripted: Callable[[Handler], Awaitable[DifyClient]]) -> None:
+async def test_error_event_without_status(
+    scripted: Callable[[Handler], Awaitable[DifyClient]],
+) -> None:
     """An error event without a usable status is still a DifyAPIError."""
     error = {"event": "error", "code": "completion_request_error", "message": "model down"}
     client = await scripted(stream_of(b"data: " + json.dumps(error).encode() + b"\n\n"))
@@ -224,7 +234,9 @@ async def test_error_event_without_status(scripted: Callable[[Handler], Awaitabl
         await client.start_run(inputs={}, user="u")
 
 
-async def test_stream_ending_without_started(scripted: Callable[[Handler], Awaitable[DifyClient]]) -> None:
+async def test_stream_ending_without_started(
+    scripted: Callable[[Handler], Awaitable[DifyClient]],
+) -> None:
     """A stream with only pings and unknown events ends in UnexpectedResponseError."""
     client = await scripted(stream_of(b"event: ping\n\n", b'data: {"event": "mystery"}\n\n'))
     with pytest.raises(UnexpectedResponseError, match="workflow_started"):
@@ -240,7 +252,9 @@ async def test_started_without_ids(scripted: Callable[[Handler], Awaitable[DifyC
     assert any("task_id" in p for p in info.value.problems)
 
 
-async def test_blocking_style_json_answer(scripted: Callable[[Handler], Awaitable[DifyClient]]) -> None:
+async def test_blocking_style_json_answer(
+    scripted: Callable[[Handler], Awaitable[DifyClient]],
+) -> None:
     """A JSON answer naming the run is accepted as well."""
 
     async def handler(request: web.Request) -> web.Response:
@@ -250,7 +264,9 @@ async def test_blocking_style_json_answer(scripted: Callable[[Handler], Awaitabl
     assert (await client.start_run(inputs={}, user="u")).run_id == RUN
 
 
-async def test_json_answer_without_run(scripted: Callable[[Handler], Awaitable[DifyClient]]) -> None:
+async def test_json_answer_without_run(
+    scripted: Callable[[Handler], Awaitable[DifyClient]],
+) -> None:
     """A JSON answer that names no run is unexpected."""
 
     async def handler(request: web.Request) -> web.Response:
