@@ -6,7 +6,7 @@ from importlib.metadata import version as _version
 
 project = "dify_runs"
 author = "dify_runs developers"
-copyright = "2026, dify_runs developers"  # noqa: A001
+copyright = "2026, dify_runs developers"
 release = _version("dify-runs")
 
 extensions = [

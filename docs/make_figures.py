@@ -5,6 +5,7 @@ Run by ``nox -s docs`` before the build: ``python docs/make_figures.py``.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib as mpl
@@ -41,7 +42,7 @@ def main() -> None:
         # A run ending inside a poll interval is noticed at its end at the latest.
         right.step(
             times[:-1],
-            [b - a for a, b in zip(times, times[1:])],
+            [b - a for a, b in itertools.pairwise(times)],
             where="post",
             label=label,
             color=color,

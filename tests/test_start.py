@@ -22,7 +22,7 @@ from dify_runs import (
     WaitTimeoutError,
     wait_for_run,
 )
-from dify_runs.testing import Fault, FakeDify
+from dify_runs.testing import FakeDify, Fault
 
 MakeClient = Callable[..., DifyClient]
 RUN = "8f1c1f64-7e5d-4c1f-9a51-0d2f6c1f3b11"
