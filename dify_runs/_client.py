@@ -52,6 +52,7 @@ DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 #: Longest ``Retry-After`` honoured, in seconds.
 MAX_RETRY_AFTER = 60.0
 _MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class _State(enum.Enum):
@@ -168,6 +169,7 @@ class DifyClient:
         self.base_url = _protocol.normalize_base_url(url)
         self._base = URL(self.base_url)
         self.timeout = float(timeout)
+        self._client_timeout = aiohttp.ClientTimeout(total=self.timeout)
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.max_body_size = max_body_size
@@ -510,7 +512,8 @@ class DifyClient:
         attempt = 0
         error: DifyError | None = None
         while True:
-            await self._pace(deadline, error)
+            if self.rate_limiter is not None:
+                await self._pace(deadline, error)
             timeout = self.timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - self.clock())
@@ -572,20 +575,31 @@ class DifyClient:
     async def _send(self, url: URL, timeout: float) -> tuple[int, Mapping[str, str], bytes]:
         """Send one GET (following same-origin redirects) and read the body, capped."""
         session = self._open()
+        # The usual case reuses one timeout object; a deadline makes its own.
+        client_timeout = (
+            self._client_timeout
+            if timeout == self.timeout
+            else aiohttp.ClientTimeout(total=timeout)
+        )
         async with self._semaphore:
-            with _transport_errors(timeout):
+            # Inline rather than _transport_errors(): this is the hot path.
+            try:
                 for _ in range(_MAX_REDIRECTS + 1):
                     async with session.get(
                         url,
                         headers=self._headers,
-                        timeout=aiohttp.ClientTimeout(total=timeout),
+                        timeout=client_timeout,
                         allow_redirects=False,
                     ) as response:
-                        if response.status in {301, 302, 303, 307, 308}:
+                        if response.status in _REDIRECTS:
                             url = self._redirect_target(url, response)
                             continue
                         body = await self._read_capped(response)
                         return response.status, response.headers, body
+            except asyncio.TimeoutError as exc:
+                raise DifyTimeoutError(f"no answer within {timeout:.3g} s") from exc
+            except aiohttp.ClientError as exc:
+                raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
         raise UnexpectedResponseError(
             f"more than {_MAX_REDIRECTS} redirects", status=0, transient=False
         )

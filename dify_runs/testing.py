@@ -17,6 +17,7 @@ route or per run; every request is logged in :attr:`FakeDify.requests`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -268,6 +269,8 @@ class FakeDify:
         ping_interval: Seconds between ``event: ping`` keep-alives on streams.
         required_inputs: Input names a POST must carry; a missing one gets
             Dify's 400 ``invalid_param`` ("<name> is required in input form").
+        keep_log: Keep every request in :attr:`requests` (counts are always kept);
+            turn off for very long or very large simulations.
     """
 
     def __init__(
@@ -283,6 +286,7 @@ class FakeDify:
         default_duration: float = 2.0,
         ping_interval: float = 10.0,
         required_inputs: tuple[str, ...] = (),
+        keep_log: bool = True,
     ) -> None:
         if version not in _VERSIONS:
             raise ValueError(f"version must be one of {_VERSIONS}, got {version!r}")
@@ -299,6 +303,8 @@ class FakeDify:
         self.app_id = str(uuid.UUID(int=random.Random(seed + 1).getrandbits(128), version=4))
         self.runs: dict[str, SimulatedRun] = {}
         self.requests: list[LoggedRequest] = []
+        self.keep_log = keep_log
+        self._counts: collections.Counter[tuple[str, str | None]] = collections.Counter()
         self._rules: list[_FaultRule] = []
         self._random = random.Random(seed)
         self._ids = random.Random(seed + 2)
@@ -410,11 +416,9 @@ class FakeDify:
 
     def count(self, *, route: str = "get_run", run_id: str | None = None) -> int:
         """How many requests arrived on ``route`` (for ``run_id``, if given)."""
-        return sum(
-            1
-            for r in self.requests
-            if r.route == route and (run_id is None or _same_id(r.run_id, run_id))
-        )
+        if run_id is None:
+            return sum(n for (r, _), n in self._counts.items() if r == route)
+        return self._counts[(route, _canonical(run_id))]
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -473,12 +477,16 @@ class FakeDify:
         return run.state(self.clock(), self.version)
 
     def _log(self, request: web.Request, route: str, status: int, fault: str | None) -> None:
+        run_id = request.match_info.get("run_id")
+        self._counts[(route, _canonical(run_id))] += 1
+        if not self.keep_log:
+            return
         self.requests.append(
             LoggedRequest(
                 method=request.method,
                 path=request.path,
                 route=route,
-                run_id=request.match_info.get("run_id"),
+                run_id=run_id,
                 time=self.clock(),
                 status=status,
                 fault=fault,
@@ -787,6 +795,15 @@ def _check_start_body(body: Any, required: tuple[str, ...]) -> str | None:
     if body.get("response_mode", "blocking") not in {"blocking", "streaming"}:
         return "response_mode must be blocking or streaming"
     return None
+
+
+def _canonical(run_id: str | None) -> str | None:
+    if run_id is None:
+        return None
+    try:
+        return str(uuid.UUID(run_id))
+    except ValueError:
+        return run_id
 
 
 def _same_id(a: str | None, b: str | None) -> bool:

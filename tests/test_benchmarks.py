@@ -1,0 +1,28 @@
+"""The benchmarks still run (tiny sizes, no timing assertions: figures belong to nox -s bench)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_quick_benchmark_run_writes_both_files(tmp_path: Path) -> None:
+    """`python -m benchmarks.run --quick` writes the report and the raw figures."""
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=600,
+    )
+    report = (tmp_path / "performance.md").read_text()
+    for section in ("Lookup overhead", "Decode", "Polling efficiency", "Scale"):
+        assert section in report
+    figures = json.loads((tmp_path / "results.json").read_text())
+    assert figures["quick"] is True
+    assert figures["scale"]["requests"] > 0
+    assert figures["polling"]["policies"]["default PollPolicy()"]["1 h"]["requests_max"] > 0
