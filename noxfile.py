@@ -43,7 +43,7 @@ def types(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
     """Build the documentation with warnings as errors, running its examples."""
-    session.install("-e", ".", "-r", "docs/requirements.txt")
+    session.install("-e", ".[tests]", "-r", "docs/requirements.txt")
     session.run("python", "docs/make_figures.py")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
     session.run(
@@ -63,3 +63,15 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks and write docs/performance.md and benchmarks/results.json."""
     session.install("-e", ".", "-r", "benchmarks/requirements.txt")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def reliability(session: nox.Session) -> None:
+    """Run the reliability tests and write docs/reliability.md (`-- long` fuzzes 50,000 each)."""
+    session.install("-e", ".[tests]")
+    session.env["DIFY_RUNS_FUZZ"] = session.posargs[0] if session.posargs else "ci"
+    session.env["DIFY_RUNS_RELIABILITY_JSON"] = "benchmarks/reliability.json"
+    session.run(
+        "pytest", "-q", "tests/test_reliability.py", "tests/test_fuzz.py", "tests/test_security.py"
+    )
+    session.run("python", "-m", "benchmarks.reliability_report")

@@ -500,6 +500,14 @@ class DifyClient:
 
     # -- the request path ----------------------------------------------------------
 
+    def run_url(self, run_id: str) -> URL:
+        """Return the URL of a run's record: ``<base_url>workflows/run/<canonical uuid>``.
+
+        Raises:
+            InvalidRunIdError: ``run_id`` is not a UUID.
+        """
+        return self._base.join(URL(_protocol.run_path(run_id), encoded=True))
+
     async def fetch_run(self, run_id: str, *, deadline: float | None = None) -> WorkflowRun:
         """Fetch a run with retries, never starting an attempt at or past ``deadline``.
 
@@ -507,8 +515,8 @@ class DifyClient:
             DeadlineReachedError: (only with a deadline) the next attempt would
                 start after it.
         """
-        path = _protocol.run_path(run_id)
-        url = self._base.join(URL(path, encoded=True))
+        url = self.run_url(run_id)
+        path = url.path
         attempt = 0
         error: DifyError | None = None
         while True:

@@ -156,7 +156,7 @@ class Fault:
 
     @classmethod
     def stall(cls, seconds: float = 3600.0) -> Fault:
-        """Hold the request without answering for ``seconds`` (real time)."""
+        """Hold the request for ``seconds`` (real time), then answer a proxy's 504."""
         return cls(kind="stall", seconds=seconds)
 
     @classmethod
@@ -547,9 +547,11 @@ class FakeDify:
             await asyncio.sleep(fault.seconds)
             return None
         if fault.kind == "stall":
+            # Hold the request; then answer as a proxy that gave up waiting would.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), fault.seconds)
-            return None
+            page = "<html><body><h1>504 Gateway Time-out</h1></body></html>"
+            return web.Response(text=page, status=504, content_type="text/html")
         if fault.kind == "rate_limit":
             response = self._error(429, "too_many_requests", "Too many requests.")
             if fault.retry_after is not None:
@@ -583,8 +585,10 @@ class FakeDify:
         fault = self._pick_fault(route, run_id)
         if fault is None:
             return None
+        if fault.kind == "stall":  # logged on arrival: the client may be long gone at the end
+            self._log(request, route, 0, fault.kind)
         response = await self._apply_fault(request, fault)
-        if response is not None:
+        if response is not None and fault.kind != "stall":
             cut = fault.kind in {"reset", "truncate"}
             self._log(request, route, 0 if cut else response.status, fault.kind)
         return response

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -71,3 +75,30 @@ def vclient(
 ) -> DifyClient:
     """A client on the virtual clock, talking to ``vfake``, without jitter."""
     return make_client(vfake, clock=vclock.now, sleep=vclock.sleep, random=lambda: 0.0)
+
+
+def client_tasks() -> list[asyncio.Task[Any]]:
+    """Pending tasks running dify_runs client code (the simulator's own tasks excluded)."""
+    found = []
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        filename = code.co_filename if code is not None else ""
+        if "dify_runs" in filename and not filename.endswith("testing.py"):
+            found.append(task)
+    return [t for t in found if t is not asyncio.current_task()]
+
+
+# --- figures for docs/reliability.md ---------------------------------------------------
+_FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def reliability_figures() -> dict[str, Any]:
+    """Figures the reliability tests record; `nox -s reliability` turns them into a report."""
+    return _FIGURES
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    target = os.environ.get("DIFY_RUNS_RELIABILITY_JSON")
+    if target and _FIGURES:
+        Path(target).write_text(json.dumps(_FIGURES, indent=2, default=str) + "\n")

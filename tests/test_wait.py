@@ -26,6 +26,8 @@ from dify_runs import (
 )
 from dify_runs.testing import FakeDify, Fault, VirtualClock
 
+from .conftest import client_tasks
+
 MakeClient = Callable[..., DifyClient]
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -344,8 +346,7 @@ async def test_leaving_wait_for_runs_early_stops_every_poll(
             assert result.run_id == ids[0]
             break
     assert vclient._polls == {}
-    others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-    assert not [t for t in others if "_loop" in repr(t)]
+    assert client_tasks() == []
 
 
 async def test_cancelling_wait_for_runs(vfake: FakeDify, vclient: DifyClient) -> None:
