@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import timeit
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,6 @@ def bodies() -> dict[str, bytes]:
 
 def _pydantic() -> Callable[[bytes], Any] | None:
     try:
-        from datetime import datetime
-        from typing import Any as AnyType
-
         from pydantic import BaseModel, field_validator
     except ImportError:
         return None
@@ -36,8 +34,8 @@ def _pydantic() -> Callable[[bytes], Any] | None:
         id: str
         workflow_id: str
         status: str
-        inputs: dict[str, AnyType]
-        outputs: dict[str, AnyType]
+        inputs: dict[str, Any]
+        outputs: dict[str, Any]
         error: str | None
         total_steps: int
         total_tokens: int
@@ -47,7 +45,7 @@ def _pydantic() -> Callable[[bytes], Any] | None:
 
         @field_validator("inputs", "outputs", mode="before")
         @classmethod
-        def _json_string(cls, value: AnyType) -> AnyType:
+        def _json_string(cls, value: Any) -> Any:
             if value is None:
                 return {}
             return json.loads(value) if isinstance(value, str) else value
@@ -57,9 +55,6 @@ def _pydantic() -> Callable[[bytes], Any] | None:
 
 def _msgspec() -> Callable[[bytes], Any] | None:
     try:
-        from datetime import datetime, timezone
-        from typing import Any as AnyType
-
         import msgspec
     except ImportError:
         return None
@@ -68,8 +63,8 @@ def _msgspec() -> Callable[[bytes], Any] | None:
         id: str
         workflow_id: str
         status: str
-        inputs: dict[str, AnyType] | str | None
-        outputs: dict[str, AnyType] | str | None
+        inputs: dict[str, Any] | str | None
+        outputs: dict[str, Any] | str | None
         error: str | None
         total_steps: int
         total_tokens: int

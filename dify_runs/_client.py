@@ -258,7 +258,7 @@ class DifyClient:
             DifyConnectionError: No answer (``DifyTimeoutError`` for a timeout).
             UnexpectedResponseError: An answer that is not a run record.
         """
-        return await self.fetch_run(run_id)
+        return await self._fetch_run(run_id)
 
     async def get_runs(
         self, run_ids: Iterable[str], *, concurrency: int | None = None
@@ -508,7 +508,7 @@ class DifyClient:
         """
         return self._base.join(URL(_protocol.run_path(run_id), encoded=True))
 
-    async def fetch_run(self, run_id: str, *, deadline: float | None = None) -> WorkflowRun:
+    async def _fetch_run(self, run_id: str, *, deadline: float | None = None) -> WorkflowRun:
         """Fetch a run with retries, never starting an attempt at or past ``deadline``.
 
         Raises:

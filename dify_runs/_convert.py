@@ -18,13 +18,13 @@ number belongs, or a string that is not a date raises, and
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import cattrs
+import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._models import RunStatus, StartedRun, WorkflowRun
@@ -95,7 +95,7 @@ def _structure_json_object(value: Any, _: type) -> dict[str, Any]:
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = orjson.loads(value)
         except ValueError as exc:
             raise ValueError(f"string does not hold JSON: {exc}") from None
     if not isinstance(value, dict):

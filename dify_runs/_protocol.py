@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import cattrs
+import orjson
 
 from ._convert import converter
 from ._errors import (
@@ -132,7 +133,7 @@ def decode_json(status: int, body: bytes) -> Any:
         UnexpectedResponseError: The body is not UTF-8 JSON.
     """
     try:
-        return json.loads(body)
+        return orjson.loads(body)
     except (ValueError, RecursionError) as exc:
         raise UnexpectedResponseError(
             f"response body is not JSON ({type(exc).__name__})",
@@ -147,7 +148,7 @@ def api_error(status: int, headers: Mapping[str, str], body: bytes) -> DifyAPIEr
     code: str | None = None
     message = ""
     try:
-        payload = json.loads(body) if body else None
+        payload = orjson.loads(body) if body else None
     except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, dict):

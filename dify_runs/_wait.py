@@ -162,7 +162,9 @@ class _SharedPoll:
                 delay = self.policy.delay(attempt, client.random())
                 attempt += 1
                 try:
-                    record = await client.fetch_run(self.run_id, deadline=self._earliest_deadline())
+                    record = await client._fetch_run(  # noqa: SLF001 - the wait loop is the client's partner
+                        self.run_id, deadline=self._earliest_deadline()
+                    )
                 except DeadlineReachedError as exc:
                     # The earliest waiters cannot get another answer in time.
                     self._expire(exc.resume_at, exc.cause)

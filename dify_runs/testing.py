@@ -715,8 +715,16 @@ class FakeDify:
             charset=True,
         )
 
+    def _holds_connection(self, run: SimulatedRun) -> bool:
+        """Whether a start request is still waiting for this run to settle."""
+        if run.stopped_at is not None:
+            return False
+        status = self._state(run)[0]
+        # 1.12.1 never answers for a paused run: its stream only pings after the pause.
+        return status == "running" or (status == "paused" and self.version == "1.12.1")
+
     async def _until_settled(self, run: SimulatedRun) -> None:
-        while self._state(run)[0] == "running" and run.stopped_at is None:
+        while self._holds_connection(run):
             await self.sleep(min(0.5, self.ping_interval))
 
     def _finished_data(self, run: SimulatedRun) -> dict[str, Any]:
@@ -753,7 +761,7 @@ class FakeDify:
         try:
             await send("workflow_started", started)
             last_ping = self.clock()
-            while self._state(run)[0] == "running" and run.stopped_at is None:
+            while self._holds_connection(run):
                 await self.sleep(min(0.5, self.ping_interval))
                 if self.clock() - last_ping >= self.ping_interval:
                     await response.write(b"event: ping\n\n")

@@ -158,6 +158,8 @@ async def test_forbidden(fake: FakeDify, make_client: MakeClient) -> None:
         pytest.param(Fault.error(502, html=True), id="502-html"),
         pytest.param(Fault.error(503, html=True), id="503-html"),
         pytest.param(Fault.error(500), id="500-json"),
+        pytest.param(Fault.error(504, html=True), id="504-html"),
+        pytest.param(Fault.error(408), id="408"),
         pytest.param(Fault.rate_limit(), id="429"),
         pytest.param(Fault.reset(), id="reset"),
         pytest.param(Fault.truncate(), id="truncated"),

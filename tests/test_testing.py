@@ -342,3 +342,33 @@ async def test_virtual_clock_cancelled_sleeper() -> None:
     assert clock.now() == 20
     await clock.sleep(0)
     assert clock.now() == 20
+
+
+async def test_paused_stream_on_1_12_1_only_pings(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """1.12.1 keeps a paused run's stream open with pings; 1.13.2 ends it with workflow_paused."""
+    async with FakeDify(version="1.13.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        fake.ping_interval = 1.0
+        run_id = fake.add_run(duration=5, pause_at=1)
+        fake.runs[run_id].created = vclock.now() - 2  # already paused
+        headers = {"Authorization": f"Bearer {fake.api_key}"}
+        async with http.post(
+            f"{fake.base_url}/workflows/run",
+            json={"inputs": {}, "user": "u", "response_mode": "streaming"},
+            headers=headers,
+        ) as response:
+            first = await response.content.readline()
+        assert b"workflow_started" in first
+    async with FakeDify(version="1.12.1", clock=vclock.now, sleep=vclock.sleep) as fake:
+        fake.default_duration = 100
+        headers = {"Authorization": f"Bearer {fake.api_key}"}
+        async with http.post(
+            f"{fake.base_url}/workflows/run",
+            json={"inputs": {}, "user": "u", "response_mode": "streaming"},
+            headers=headers,
+        ) as response:
+            started = json.loads((await response.content.readline())[6:])
+            fake.runs[started["workflow_run_id"]].pause_at = 0
+            lines = [await response.content.readline() for _ in range(8)]
+        assert all(line in {b"\n", b"event: ping\n"} for line in lines)
