@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import aioresponses.core
 import pytest
+from aiohttp import web
 
 from dify_runs import DifyClient
 from dify_runs.testing import FakeDify, VirtualClock
@@ -31,6 +32,40 @@ class _CompatClientResponse(aiohttp.ClientResponse):
 
 
 aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Serve = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start small aiohttp.web servers on loopback for shapes the simulator does not send.
+
+    ``await serve(handler)`` answers every GET with ``handler``; ``routes={path: handler}`` and
+    ``method=`` pick others. Returns the base URL (``http://127.0.0.1:PORT/v1``).
+    """
+    runners: list[web.AppRunner] = []
+
+    async def start(
+        handler: Handler | None = None,
+        *,
+        routes: dict[str, Handler] | None = None,
+        method: str = "GET",
+    ) -> str:
+        app = web.Application()
+        for path, route_handler in (routes or {"/{tail:.*}": handler}).items():
+            assert route_handler is not None
+            app.router.add_route(method, path, route_handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture

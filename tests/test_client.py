@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -31,8 +32,11 @@ from dify_runs import (
 )
 from dify_runs.testing import FakeDify, Fault
 
+from .conftest import Serve
+
 MakeClient = Callable[..., DifyClient]
 MISSING = "00000000-0000-4000-8000-000000000000"
+RUNNING = {"id": MISSING, "workflow_id": MISSING, "status": "running", "created_at": 1}
 
 
 class Sleeps:
@@ -430,55 +434,19 @@ def test_no_warning_for_https_or_loopback(url: str, caplog: pytest.LogCaptureFix
     assert not caplog.records
 
 
-@pytest.fixture
-async def redirect_server() -> AsyncIterator[Callable[[str], str]]:
-    """A loopback server that redirects /v1/... to a target set by the test."""
-    target: dict[str, str] = {}
-    seen: list[str | None] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Authorization"))
-        raise web.HTTPFound(target["url"] + request.path_qs.removeprefix("/v1/"))
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-
-    def configure(url: str) -> str:
-        target["url"] = url
-        return f"http://127.0.0.1:{port}/v1"
-
-    yield configure
-    await runner.cleanup()
-
-
-async def test_redirect_to_other_origin_is_refused(
-    fake: FakeDify, redirect_server: Callable[[str], str]
-) -> None:
+async def test_redirect_to_other_origin_is_refused(fake: FakeDify, serve: Serve) -> None:
     """A redirect to another origin is not followed: the key stays home."""
-    base = redirect_server(fake.base_url + "/")
-    async with DifyClient(fake.api_key, base_url=base) as client:
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        raise web.HTTPFound(fake.base_url + request.path_qs.removeprefix("/v1"))
+
+    async with DifyClient(fake.api_key, base_url=await serve(elsewhere)) as client:
         with pytest.raises(UnexpectedResponseError, match="another origin"):
             await client.get_run(fake.add_run())
     assert fake.requests == []
 
 
-async def test_same_origin_redirect_is_followed(fake: FakeDify) -> None:
-    """A redirect within the base URL's origin is followed with the key."""
-    run_id = fake.add_run()
-    app = fake.app
-    assert app is not None
-    async with DifyClient(fake.api_key, base_url=fake.base_url.replace("/v1", "/old")) as client:
-        with pytest.raises(RunNotFoundError):
-            # the fake answers unknown paths with Dify's HTML 404
-            await client.get_run(run_id)
-
-
-async def test_same_origin_redirect_followed_with_key() -> None:
+async def test_same_origin_redirect_followed_with_key(serve: Serve) -> None:
     """A server that moved its API within one origin is followed, key included."""
     seen: list[str | None] = []
 
@@ -487,44 +455,24 @@ async def test_same_origin_redirect_followed_with_key() -> None:
 
     async def new(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Authorization"))
-        return web.json_response(
-            {"id": MISSING, "workflow_id": MISSING, "status": "running", "created_at": 1}
-        )
+        return web.json_response(RUNNING)
 
-    app = web.Application()
-    app.router.add_get("/v1/{tail:.*}", moved)
-    app.router.add_get("/new/{tail:.*}", new)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        async with DifyClient("app-k", base_url=base) as client:
-            run = await client.get_run(MISSING)
-    finally:
-        await runner.cleanup()
+    base = await serve(routes={"/v1/{tail:.*}": moved, "/new/{tail:.*}": new})
+    async with DifyClient("app-k", base_url=base) as client:
+        run = await client.get_run(MISSING)
     assert run.id == MISSING
     assert seen == ["Bearer app-k"]
 
 
-async def test_redirect_loop_gives_up() -> None:
+async def test_redirect_loop_gives_up(serve: Serve) -> None:
     """Endless same-origin redirects end in UnexpectedResponseError."""
 
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.path)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", loop)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        async with DifyClient("k", base_url=base) as client:
-            with pytest.raises(UnexpectedResponseError, match="redirects"):
-                await client.get_run(MISSING)
-    finally:
-        await runner.cleanup()
+    async with DifyClient("k", base_url=await serve(loop)) as client:
+        with pytest.raises(UnexpectedResponseError, match="redirects"):
+            await client.get_run(MISSING)
 
 
 async def test_body_above_cap_with_length_is_refused(
@@ -535,7 +483,7 @@ async def test_body_above_cap_with_length_is_refused(
         await make_client(fake, max_body_size=100).get_run(fake.add_run())
 
 
-async def test_streamed_body_above_cap_is_refused() -> None:
+async def test_streamed_body_above_cap_is_refused(serve: Serve) -> None:
     """A chunked body is read only up to the cap, then refused."""
     sent: list[int] = []
 
@@ -551,44 +499,27 @@ async def test_streamed_body_above_cap_is_refused() -> None:
             pass
         return response
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", endless)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        async with DifyClient("k", base_url=base, max_body_size=1_000_000) as client:
-            with pytest.raises(UnexpectedResponseError, match="limit"):
-                await client.get_run(MISSING)
-    finally:
-        await runner.cleanup()
+    async with DifyClient("k", base_url=await serve(endless), max_body_size=1_000_000) as client:
+        with pytest.raises(UnexpectedResponseError, match="limit"):
+            await client.get_run(MISSING)
     assert len(sent) < 10_000
 
 
-async def test_small_chunked_body_is_read() -> None:
+async def test_small_chunked_body_is_read(serve: Serve) -> None:
     """A chunked body under the cap is read whole."""
 
     async def chunked(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        await response.write(b'{"id": "' + MISSING.encode() + b'", "workflow_id": "w", ')
-        await response.write(b'"status": "running", "created_at": 1}')
+        body = json.dumps(RUNNING).encode()
+        await response.write(body[:20])
+        await response.write(body[20:])
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", chunked)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        async with DifyClient("k", base_url=base) as client:
-            assert (await client.get_run(MISSING)).status is RunStatus.RUNNING
-    finally:
-        await runner.cleanup()
+    async with DifyClient("k", base_url=await serve(chunked)) as client:
+        assert (await client.get_run(MISSING)).status is RunStatus.RUNNING
 
 
 # --- get_runs -----------------------------------------------------------------------------------
@@ -620,7 +551,7 @@ async def test_get_runs_bad_concurrency(fake: FakeDify, make_client: MakeClient)
         await make_client(fake).get_runs([MISSING], concurrency=0)
 
 
-async def test_concurrency_is_bounded() -> None:
+async def test_concurrency_is_bounded(serve: Serve) -> None:
     """No more requests are in flight than the bound allows."""
     in_flight = 0
     peak = 0
@@ -631,24 +562,14 @@ async def test_concurrency_is_bounded() -> None:
         peak = max(peak, in_flight)
         await asyncio.sleep(0.02)
         in_flight -= 1
-        return web.json_response(
-            {"id": MISSING, "workflow_id": "w", "status": "running", "created_at": 1}
-        )
+        return web.json_response(RUNNING)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        async with DifyClient("k", base_url=base, max_concurrency=8, rate_limit=None) as client:
-            results = await client.get_runs([MISSING] * 40, concurrency=3)
-            assert peak == 3
-            peak = 0
-            await asyncio.gather(*(client.get_run(MISSING) for _ in range(40)))
-    finally:
-        await runner.cleanup()
+    base = await serve(slow)
+    async with DifyClient("k", base_url=base, max_concurrency=8, rate_limit=None) as client:
+        results = await client.get_runs([MISSING] * 40, concurrency=3)
+        assert peak == 3
+        peak = 0
+        await asyncio.gather(*(client.get_run(MISSING) for _ in range(40)))
     assert all(isinstance(r, WorkflowRun) for r in results)
     assert peak == 8
 

@@ -24,6 +24,8 @@ from dify_runs import (
 )
 from dify_runs.testing import FakeDify, Fault
 
+from .conftest import Handler, Serve
+
 MakeClient = Callable[..., DifyClient]
 RUN = "8f1c1f64-7e5d-4c1f-9a51-0d2f6c1f3b11"
 TASK = "2b7e2a1d-6d5c-4c36-8b0d-1f0c6a9e4d22"
@@ -153,30 +155,20 @@ async def test_stop_run(version: str, after: str, make_client: MakeClient) -> No
 
 # --- scripted servers for what the simulator does not send ----------------------------------
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Handler], Awaitable[DifyClient]]]:
-    runners: list[web.AppRunner] = []
+async def scripted(serve: Serve) -> AsyncIterator[Callable[[Handler], Awaitable[DifyClient]]]:
+    """A client talking to a one-handler server that answers every POST."""
     clients: list[DifyClient] = []
 
-    async def serve(handler: Handler) -> DifyClient:
-        app = web.Application()
-        app.router.add_post("/v1/{tail:.*}", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        client = DifyClient("k", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1")
-        clients.append(client)
-        return client
+    async def start(handler: Handler) -> DifyClient:
+        base = await serve(routes={"/v1/{tail:.*}": handler}, method="POST")
+        clients.append(DifyClient("k", base_url=base))
+        return clients[-1]
 
-    yield serve
+    yield start
     for client in clients:
         await client.close()
-    for runner in runners:
-        await runner.cleanup()
 
 
 def stream_of(*chunks: bytes) -> Handler:
