@@ -413,7 +413,9 @@ class DifyClient:
         session = self._open()
         attempt = 0
         while True:
-            await self._pace(None, None)
+            turn = self._turn(None, None)
+            if turn > 0:
+                await self.sleep(turn)
             try:
                 async with self._semaphore:
                     with _transport_errors(self.timeout):
@@ -521,7 +523,9 @@ class DifyClient:
         error: DifyError | None = None
         while True:
             if self.rate_limiter is not None:
-                await self._pace(deadline, error)
+                turn = self._turn(deadline, error)
+                if turn > 0:
+                    await self.sleep(turn)
             timeout = self.timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - self.clock())
@@ -567,18 +571,16 @@ class DifyClient:
             await self.sleep(delay)
             attempt += 1
 
-    async def _pace(self, deadline: float | None, error: DifyError | None) -> None:
-        """Wait for this request's turn under the client's rate limit."""
+    def _turn(self, deadline: float | None, error: DifyError | None) -> float:
+        """Reserve this request's turn under the rate limit; return how long to wait for it."""
         if self.rate_limiter is None:
-            return
+            return 0.0
         now = self.clock()
         wait = self.rate_limiter.reserve(now)
-        if wait <= 0:
-            return
-        if deadline is not None and now + wait >= deadline:
+        if wait > 0 and deadline is not None and now + wait >= deadline:
             self.rate_limiter.release()
             raise DeadlineReachedError(now + wait, error)
-        await self.sleep(wait)
+        return wait
 
     async def _send(self, url: URL, timeout: float) -> tuple[int, Mapping[str, str], bytes]:
         """Send one GET (following same-origin redirects) and read the body, capped."""

@@ -10,7 +10,6 @@ and sleep drive everything, and waiters themselves never sleep.
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -72,6 +71,17 @@ def _settles(record: WorkflowRun, return_on_paused: bool) -> bool:
 
 class _SharedPoll:
     """One polling loop for one run, feeding every subscriber."""
+
+    __slots__ = (
+        "_first_delay",
+        "_task",
+        "client",
+        "key",
+        "last",
+        "policy",
+        "run_id",
+        "subscribers",
+    )
 
     def __init__(
         self, client: DifyClient, run_id: str, policy: PollPolicy, first_delay: float
@@ -217,18 +227,37 @@ def _deadline(client: DifyClient, timeout: float | None) -> float | None:
 
 
 class _Inbox:
-    """A single waiter's subscription: records and errors queue up until read."""
+    """A single waiter's subscription: records and errors queue up until read.
+
+    ``async with`` subscribes it to the run's shared poll and unsubscribes it on
+    the way out, however the wait ends. Slots and a plain list keep the memory of
+    thousands of concurrent waits small.
+    """
+
+    __slots__ = ("_items", "_shared", "_waiter", "deadline", "return_on_paused", "timeout")
 
     def __init__(
-        self, deadline: float | None, timeout: float | None, return_on_paused: bool
+        self,
+        client: DifyClient,
+        run_id: str,
+        *,
+        timeout: float | None,
+        poll: PollPolicy | None,
+        return_on_paused: bool,
     ) -> None:
-        self.deadline = deadline
+        self.deadline = _deadline(client, timeout)
         self.timeout = timeout
         self.return_on_paused = return_on_paused
-        self._items: collections.deque[tuple[WorkflowRun | BaseException, bool]] = (
-            collections.deque()
-        )
+        self._items: list[tuple[WorkflowRun | BaseException, bool]] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._shared = _join(client, run_id, poll, 0.0)
+
+    async def __aenter__(self) -> _Inbox:
+        self._shared.subscribe(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._shared.unsubscribe(self)
 
     def deliver(self, item: WorkflowRun | BaseException, *, final: bool) -> None:
         self._items.append((item, final))
@@ -236,38 +265,17 @@ class _Inbox:
             self._waiter.set_result(None)
 
     async def next(self) -> tuple[WorkflowRun, bool]:
+        """Return the next (record, is_final), or raise the error that ended the wait."""
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        item, final = self._items.popleft()
+        item, final = self._items.pop(0)
         if isinstance(item, BaseException):
             raise item
         return item, final
-
-
-async def _follow(
-    client: DifyClient,
-    run_id: str,
-    *,
-    timeout: float | None,
-    poll: PollPolicy | None,
-    return_on_paused: bool,
-) -> AsyncGenerator[tuple[WorkflowRun, bool], None]:
-    """Yield (record, is_final) for each record fetched, ending with the final one."""
-    shared = _join(client, run_id, poll, 0.0)
-    inbox = _Inbox(_deadline(client, timeout), timeout, return_on_paused)
-    shared.subscribe(inbox)
-    try:
-        while True:
-            record, final = await inbox.next()
-            yield record, final
-            if final:
-                return
-    finally:
-        await shared.unsubscribe(inbox)
 
 
 async def _call(callback: OnUpdate | None, record: WorkflowRun) -> None:
@@ -317,18 +325,14 @@ async def wait_for_run(
         InvalidRunIdError: ``run_id`` is not a UUID.
         DifyError: A lookup failed for good (not found, auth, retries spent).
     """
-    follow = _follow(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
-    try:
-        async for record, final in follow:
+    inbox = _Inbox(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
+    async with inbox:
+        while True:
+            record, final = await inbox.next()
             await _call(on_update, record)
             if final:
                 _check_failure(record, raise_on_failure)
                 return record
-    finally:
-        await follow.aclose()
-    raise AssertionError(
-        "unreachable: a wait ends with a final record or an error"
-    )  # pragma: no cover
 
 
 def _changed(before: WorkflowRun | None, after: WorkflowRun) -> bool:
@@ -370,18 +374,28 @@ async def watch_run(
         DifyError: A lookup failed for good.
     """
     previous: WorkflowRun | None = None
-    follow = _follow(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
-    try:
-        async for record, final in follow:
+    inbox = _Inbox(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
+    async with inbox:
+        while True:
+            record, final = await inbox.next()
             if final or _changed(previous, record):
                 previous = record
                 yield record
-    finally:
-        await follow.aclose()
+            if final:
+                return
 
 
 class _Sink:
     """One run's subscription inside :func:`wait_for_runs`: only final items go out."""
+
+    __slots__ = (
+        "_raise_on_failure",
+        "_results",
+        "deadline",
+        "return_on_paused",
+        "run_id",
+        "timeout",
+    )
 
     def __init__(
         self,
