@@ -32,13 +32,19 @@ class _Planned:
 
 
 def _plan(runs: int, rng: random.Random, longest: float) -> list[_Planned]:
-    mix = (
-        ["succeeded"] * 30
-        + ["failed"] * 6
-        + ["partial-succeeded"] * 5
-        + ["stopped"] * 4
-        + ["paused"] * 5
-    )
+    # Every ten runs: six succeed, one each fails, partly succeeds, is stopped, pauses.
+    mix = [
+        "succeeded",
+        "failed",
+        "succeeded",
+        "partial-succeeded",
+        "succeeded",
+        "stopped",
+        "succeeded",
+        "paused",
+        "succeeded",
+        "succeeded",
+    ]
     plan = []
     for index in range(runs):
         kind = mix[index % len(mix)]
