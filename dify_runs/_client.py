@@ -517,15 +517,18 @@ class DifyClient:
             DeadlineReachedError: (only with a deadline) the next attempt would
                 start after it.
         """
-        url = self.run_url(run_id)
-        path = url.path
+        path = _protocol.run_path(run_id)  # refuses a bad id before any wait
+        url: URL | None = None
         attempt = 0
         error: DifyError | None = None
         while True:
             if self.rate_limiter is not None:
                 turn = self._turn(deadline, error)
                 if turn > 0:
+                    # Thousands of polls may queue here: hold no more than the path meanwhile.
                     await self.sleep(turn)
+            if url is None:
+                url = self._base.join(URL(path, encoded=True))
             timeout = self.timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - self.clock())

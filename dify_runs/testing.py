@@ -478,7 +478,10 @@ class FakeDify:
 
     def _log(self, request: web.Request, route: str, status: int, fault: str | None) -> None:
         run_id = request.match_info.get("run_id")
-        self._counts[(route, _canonical(run_id))] += 1
+        canonical = _canonical(run_id)
+        known = self.runs.get(canonical) if canonical is not None else None
+        # Key by the run's own id string, so a long simulation holds one copy per run.
+        self._counts[(route, known.id if known is not None else canonical)] += 1
         if not self.keep_log:
             return
         self.requests.append(
