@@ -72,22 +72,20 @@ def _build_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    get = commands.add_parser(
-        "get",
-        parents=[common],
-        help="print runs as JSON lines",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    def server_command(name: str, summary: str) -> argparse.ArgumentParser:
+        """A subcommand that talks to a Dify server (key, URL and timeout options)."""
+        return commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    get = server_command("get", "print runs as JSON lines")
     get.add_argument("run_ids", nargs="+", metavar="RUN_ID")
 
-    wait = commands.add_parser(
-        "wait",
-        parents=[common],
-        help="wait for runs to finish",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    wait = server_command("wait", "wait for runs to finish")
     wait.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     wait.add_argument(
         "--timeout",
@@ -98,13 +96,7 @@ def _build_parser() -> _Parser:
     )
     wait.add_argument("--json", action="store_true", help="print final records as JSON lines")
 
-    run = commands.add_parser(
-        "run",
-        parents=[common],
-        help="start a run (and wait for it with --wait)",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    run = server_command("run", "start a run (and wait for it with --wait)")
     run.add_argument(
         "--input", action="append", default=[], metavar="KEY=VALUE", help="an input (repeatable)"
     )
