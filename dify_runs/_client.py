@@ -505,6 +505,12 @@ class DifyClient:
     def run_url(self, run_id: str) -> URL:
         """Return the URL of a run's record: ``<base_url>workflows/run/<canonical uuid>``.
 
+        Args:
+            run_id: The run's id, a UUID in any form Dify accepts.
+
+        Returns:
+            The URL a lookup of this run requests.
+
         Raises:
             InvalidRunIdError: ``run_id`` is not a UUID.
         """

@@ -37,7 +37,15 @@ class RetryBudget:
             self.tokens = self.capacity
 
     def try_spend(self, *, transport: bool) -> bool:
-        """Take the cost of one retry; False (and nothing taken) when too few are left."""
+        """Take the cost of one retry.
+
+        Args:
+            transport: The failure was a timeout or a connection error (costs more).
+
+        Returns:
+            True if the retry may go ahead; False (and nothing taken) when too few
+            tokens are left.
+        """
         cost = self.timeout_cost if transport else self.retry_cost
         if self.tokens < cost:
             return False
@@ -93,6 +101,12 @@ class RateLimiter:
 
         Reservations queue: the tokens may go negative, and each caller waits
         for its own turn, so concurrent callers are spaced ``1 / current`` apart.
+
+        Args:
+            now: The clock reading.
+
+        Returns:
+            Seconds to wait (0 when a token is free).
         """
         self._advance(now)
         self._tokens -= 1
@@ -105,6 +119,10 @@ class RateLimiter:
         self._tokens = min(self.burst, self._tokens + 1)
 
     def throttled(self, now: float) -> None:
-        """Note a 429 answer: halve the current rate."""
+        """Note a 429 answer: halve the current rate.
+
+        Args:
+            now: The clock reading.
+        """
         self._advance(now)
         self.current = max(self.minimum, self.current / 2)

@@ -71,7 +71,14 @@ class PollPolicy:
 
     @classmethod
     def fixed(cls, seconds: float) -> PollPolicy:
-        """Return a policy that polls every ``seconds``, without growth or jitter."""
+        """Return a policy that polls every ``seconds``, without growth or jitter.
+
+        Args:
+            seconds: The interval between polls.
+
+        Returns:
+            The policy.
+        """
         return cls(initial=seconds, factor=1.0, maximum=seconds, jitter=0.0)
 
     @property

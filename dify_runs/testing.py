@@ -75,12 +75,20 @@ class VirtualClock:
         return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move time forward by hand (sleepers due by then wake up)."""
+        """Move time forward by hand; sleepers due by then wake up.
+
+        Args:
+            seconds: How far to move (negative values are ignored).
+        """
         self._now += max(0.0, seconds)
         self._wake_due()
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` of virtual time."""
+        """Sleep ``seconds`` of virtual time, returning once every earlier sleeper has woken.
+
+        Args:
+            seconds: Virtual seconds to sleep; 0 or less just yields to the loop.
+        """
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -375,7 +383,14 @@ class FakeDify:
         return rid
 
     def resume(self, run_id: str) -> None:
-        """Resume a paused run (as a person answering its Human Input node would)."""
+        """Resume a paused run (as a person answering its Human Input node would).
+
+        Args:
+            run_id: A run scripted with ``pause_at``.
+
+        Raises:
+            KeyError: No such run on this server.
+        """
         run = self.runs[run_id]
         if run.pause_at is not None and run.resumed_at is None:
             run.resumed_at = max(self.clock(), run.created + run.pause_at)
@@ -385,6 +400,12 @@ class FakeDify:
 
         On 1.0.1 the run then reads ``stopped``; on 1.12.1 and 1.13.2 it keeps
         reading ``running`` forever, as the real servers do.
+
+        Args:
+            run_id: The run to stop.
+
+        Raises:
+            KeyError: No such run on this server.
         """
         run = self.runs[run_id]
         if run.stopped_at is None and self._state(run)[0] in {"running", "paused"}:
@@ -415,7 +436,15 @@ class FakeDify:
         self._rules.clear()
 
     def count(self, *, route: str = "get_run", run_id: str | None = None) -> int:
-        """How many requests arrived on ``route`` (for ``run_id``, if given)."""
+        """Count the requests that arrived.
+
+        Args:
+            route: ``get_run``, ``start_run``, ``stop`` or ``other``.
+            run_id: Only requests for this run (any UUID form).
+
+        Returns:
+            How many requests arrived on ``route`` (for ``run_id``, if given).
+        """
         if run_id is None:
             return sum(n for (r, _), n in self._counts.items() if r == route)
         return self._counts[(route, _canonical(run_id))]
