@@ -84,6 +84,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def retry_hint(error: DifyError) -> float:
+    """The server's ``Retry-After`` for ``error`` in seconds, capped; 0 when it gave none."""
+    hint = error.retry_after if isinstance(error, RateLimitError) else None
+    return 0.0 if hint is None else min(hint, MAX_RETRY_AFTER)
+
+
 def is_transient(error: DifyError) -> bool:
     """True for failures a later attempt may cure (transport, 408, 429, 5xx, non-JSON)."""
     if isinstance(error, DifyConnectionError):
@@ -409,7 +415,7 @@ class DifyClient:
 
     async def _post(self, path: str, body: dict[str, Any], read: _Reader[_T]) -> _T:
         """POST once; retry only when the connection could not be made at all."""
-        url = self._base.join(URL(path, encoded=True))
+        url = self._url(path)
         session = self._open()
         attempt = 0
         while True:
@@ -434,11 +440,7 @@ class DifyClient:
                             return await read(response)
             except DifyConnectionError as error:
                 never_sent = isinstance(error.__cause__, aiohttp.ClientConnectorError)
-                if not (
-                    never_sent
-                    and attempt < self.max_retries
-                    and self.retry_budget.try_spend(transport=True)
-                ):
+                if not (never_sent and attempt < self.max_retries and self._may_retry(error)):
                     raise
                 delay = retry_delay(attempt, self.random())
                 logger.info("retrying POST %s in %.2f s: could not connect", path, delay)
@@ -514,7 +516,11 @@ class DifyClient:
         Raises:
             InvalidRunIdError: ``run_id`` is not a UUID.
         """
-        return self._base.join(URL(_protocol.run_path(run_id), encoded=True))
+        return self._url(_protocol.run_path(run_id))
+
+    def _url(self, path: str) -> URL:
+        # Relative join onto a base ending in "/": a leading "/" would drop "/v1".
+        return self._base.join(URL(path, encoded=True))
 
     async def _fetch_run(self, run_id: str, *, deadline: float | None = None) -> WorkflowRun:
         """Fetch a run with retries, never starting an attempt at or past ``deadline``.
@@ -523,7 +529,8 @@ class DifyClient:
             DeadlineReachedError: (only with a deadline) the next attempt would
                 start after it.
         """
-        path = _protocol.run_path(run_id)  # refuses a bad id before any wait
+        canonical = _protocol.canonical_run_id(run_id)  # refuses a bad id before any wait
+        path = f"workflows/run/{canonical}"
         url: URL | None = None
         attempt = 0
         error: DifyError | None = None
@@ -534,7 +541,7 @@ class DifyClient:
                     # Thousands of polls may queue here: hold no more than the path meanwhile.
                     await self.sleep(turn)
             if url is None:
-                url = self._base.join(URL(path, encoded=True))
+                url = self._url(path)
             timeout = self.timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - self.clock())
@@ -554,19 +561,12 @@ class DifyClient:
             except DifyError as exc:
                 error = exc
             if isinstance(error, RunNotFoundError):
-                error.run_id = _protocol.canonical_run_id(run_id)
+                error.run_id = canonical
             if isinstance(error, RateLimitError) and self.rate_limiter is not None:
                 self.rate_limiter.throttled(self.clock())
-            if not (
-                is_transient(error)
-                and attempt < self.max_retries
-                and self.retry_budget.try_spend(transport=isinstance(error, DifyConnectionError))
-            ):
+            if attempt >= self.max_retries or not self._may_retry(error):
                 raise error
-            delay = retry_delay(attempt, self.random())
-            hint = getattr(error, "retry_after", None)
-            if hint is not None:
-                delay = max(delay, min(hint, MAX_RETRY_AFTER))
+            delay = max(retry_delay(attempt, self.random()), retry_hint(error))
             if deadline is not None and self.clock() + delay >= deadline:
                 raise DeadlineReachedError(self.clock() + delay, error)
             logger.info(
@@ -579,6 +579,17 @@ class DifyClient:
             )
             await self.sleep(delay)
             attempt += 1
+
+    def _may_retry(self, error: DifyError) -> bool:
+        """Whether ``error`` is worth another try, paid from the shared retry budget.
+
+        Returns:
+            True when the failure is transient and the budget paid for the retry
+            (a transport failure costs more than an error answer).
+        """
+        return is_transient(error) and self.retry_budget.try_spend(
+            transport=isinstance(error, DifyConnectionError)
+        )
 
     def _turn(self, deadline: float | None, error: DifyError | None) -> float:
         """Reserve this request's turn under the rate limit; return how long to wait for it."""

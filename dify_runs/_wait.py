@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 from . import _protocol
-from ._client import DeadlineReachedError, is_transient, logger
+from ._client import DeadlineReachedError, logger, retry_hint
 from ._errors import DifyError, RunFailedError, WaitTimeoutError
 from ._models import RunStatus, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
@@ -76,7 +76,6 @@ class _SharedPoll:
         "_first_delay",
         "_task",
         "client",
-        "key",
         "last",
         "policy",
         "run_id",
@@ -89,11 +88,15 @@ class _SharedPoll:
         self.client = client
         self.run_id = run_id
         self.policy = policy
-        self.key = (run_id, policy)
         self.subscribers: list[_Subscriber] = []
         self.last: WorkflowRun | None = None
         self._first_delay = first_delay
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> tuple[str, PollPolicy]:
+        """This poll's entry in the client's registry."""
+        return (self.run_id, self.policy)
 
     def subscribe(self, subscriber: _Subscriber) -> None:
         self.subscribers.append(subscriber)
@@ -183,11 +186,10 @@ class _SharedPoll:
                 except DifyError as exc:
                     # A server that stays flaky past the request's own retries costs
                     # the wait one poll, as long as the client's retry budget lasts.
-                    if not (is_transient(exc) and client.retry_budget.try_spend(transport=True)):
+                    if not client._may_retry(exc):  # noqa: SLF001 - shared retry rules
                         raise
                     logger.info("poll of run %s failed (%s); polling on", self.run_id, exc)
-                    hint = getattr(exc, "retry_after", None) or 0.0
-                    await self._sleep_until(client.clock() + max(delay, hint))
+                    await self._sleep_until(client.clock() + max(delay, retry_hint(exc)))
                     continue
                 self.last = record
                 for subscriber in list(self.subscribers):
@@ -419,7 +421,9 @@ class _Sink:
         if isinstance(item, DifyError):
             self._results.put_nowait(WaitResult(self.run_id, error=item))
         elif isinstance(item, BaseException):
-            self._results.put_nowait(WaitResult(self.run_id, error=_UnexpectedError(item)))
+            error = _UnexpectedError(f"{type(item).__name__} in a polling loop: {item}")
+            error.__cause__ = item
+            self._results.put_nowait(WaitResult(self.run_id, error=error))
         elif self._raise_on_failure and item.status in _FAILED:
             self._results.put_nowait(WaitResult(self.run_id, error=RunFailedError(item)))
         else:
