@@ -429,7 +429,7 @@ class FakeDify:
             run_id: Only requests for this run.
             route: Only this route (``get_run``, ``start_run``, ``stop``), or None for any.
         """
-        self._rules.append(_FaultRule(fault, times, probability, run_id, route))
+        self._rules.append(_FaultRule(fault, times, probability, _canonical(run_id), route))
 
     def clear_faults(self) -> None:
         """Remove every injected fault."""
@@ -559,10 +559,11 @@ class FakeDify:
         return None
 
     def _pick_fault(self, route: str, run_id: str | None) -> Fault | None:
+        canonical = _canonical(run_id) if self._rules else None
         for rule in self._rules:
             if rule.route is not None and rule.route != route:
                 continue
-            if rule.run_id is not None and not _same_id(run_id, rule.run_id):
+            if rule.run_id is not None and rule.run_id != canonical:
                 continue
             if rule.remaining == 0:
                 continue
@@ -848,12 +849,3 @@ def _canonical(run_id: str | None) -> str | None:
         return str(uuid.UUID(run_id))
     except ValueError:
         return run_id
-
-
-def _same_id(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return False
-    try:
-        return uuid.UUID(a) == uuid.UUID(b)
-    except ValueError:
-        return a == b

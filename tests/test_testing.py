@@ -30,6 +30,17 @@ async def get(
         return response.status, dict(response.headers), await response.read()
 
 
+def post_run(
+    http: aiohttp.ClientSession, fake: FakeDify, mode: str, inputs: dict[str, Any] | None = None
+) -> Any:
+    """POST /workflows/run with the fake's key (use with ``async with``)."""
+    return http.post(
+        f"{fake.base_url}/workflows/run",
+        json={"inputs": inputs or {}, "user": "u", "response_mode": mode},
+        headers={"Authorization": f"Bearer {fake.api_key}"},
+    )
+
+
 @pytest.mark.parametrize(
     ("headers", "message"),
     [
@@ -210,12 +221,7 @@ async def test_blocking_post(
     vclock: VirtualClock, vfake: FakeDify, http: aiohttp.ClientSession
 ) -> None:
     """A blocking POST answers when the run has finished, with real objects."""
-    headers = {"Authorization": f"Bearer {vfake.api_key}"}
-    async with http.post(
-        f"{vfake.base_url}/workflows/run",
-        json={"inputs": {"q": "x"}, "user": "u", "response_mode": "blocking"},
-        headers=headers,
-    ) as response:
+    async with post_run(http, vfake, "blocking", {"q": "x"}) as response:
         payload = await response.json()
     assert payload["workflow_run_id"] in vfake.runs
     assert payload["data"]["status"] == "succeeded"
@@ -226,12 +232,7 @@ async def test_blocking_post(
 async def test_streaming_post(vfake: FakeDify, http: aiohttp.ClientSession) -> None:
     """A streaming POST sends workflow_started first and workflow_finished last."""
     vfake.ping_interval = 0.5
-    headers = {"Authorization": f"Bearer {vfake.api_key}"}
-    async with http.post(
-        f"{vfake.base_url}/workflows/run",
-        json={"inputs": {}, "user": "u", "response_mode": "streaming"},
-        headers=headers,
-    ) as response:
+    async with post_run(http, vfake, "streaming") as response:
         text = (await response.read()).decode()
     events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
     assert events[0]["event"] == "workflow_started"
@@ -344,31 +345,25 @@ async def test_virtual_clock_cancelled_sleeper() -> None:
     assert clock.now() == 20
 
 
-async def test_paused_stream_on_1_12_1_only_pings(
-    vclock: VirtualClock, http: aiohttp.ClientSession
+def events(lines: list[bytes]) -> list[str]:
+    return [json.loads(line[6:])["event"] for line in lines if line.startswith(b"data: ")]
+
+
+@pytest.mark.parametrize(("version", "paused_end"), [("1.13.2", True), ("1.12.1", False)])
+async def test_paused_stream(
+    version: Any, paused_end: bool, vclock: VirtualClock, http: aiohttp.ClientSession
 ) -> None:
-    """1.12.1 keeps a paused run's stream open with pings; 1.13.2 ends it with workflow_paused."""
-    async with FakeDify(version="1.13.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+    """A paused run's stream ends with workflow_paused on 1.13.2; on 1.12.1 it only pings."""
+    async with FakeDify(version=version, clock=vclock.now, sleep=vclock.sleep) as fake:
         fake.ping_interval = 1.0
-        run_id = fake.add_run(duration=5, pause_at=1)
-        fake.runs[run_id].created = vclock.now() - 2  # already paused
-        headers = {"Authorization": f"Bearer {fake.api_key}"}
-        async with http.post(
-            f"{fake.base_url}/workflows/run",
-            json={"inputs": {}, "user": "u", "response_mode": "streaming"},
-            headers=headers,
-        ) as response:
-            first = await response.content.readline()
-        assert b"workflow_started" in first
-    async with FakeDify(version="1.12.1", clock=vclock.now, sleep=vclock.sleep) as fake:
         fake.default_duration = 100
-        headers = {"Authorization": f"Bearer {fake.api_key}"}
-        async with http.post(
-            f"{fake.base_url}/workflows/run",
-            json={"inputs": {}, "user": "u", "response_mode": "streaming"},
-            headers=headers,
-        ) as response:
+        async with post_run(http, fake, "streaming") as response:
             started = json.loads((await response.content.readline())[6:])
             fake.runs[started["workflow_run_id"]].pause_at = 0
-            lines = [await response.content.readline() for _ in range(8)]
-        assert all(line in {b"\n", b"event: ping\n"} for line in lines)
+            if paused_end:
+                rest = (await response.read()).splitlines()
+                assert events(rest) == ["workflow_paused"]
+            else:
+                rest = [await response.content.readline() for _ in range(8)]
+                assert all(line in {b"\n", b"event: ping\n"} for line in rest)
+                assert b"event: ping\n" in rest
