@@ -7,7 +7,7 @@ The data path, one module each: ``_client`` (aiohttp session layer) ->
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata
 
 from ._client import DifyClient
 from ._convert import converter
@@ -19,7 +19,7 @@ from ._errors import (
     DifyConnectionError,
     DifyError,
     DifyTimeoutError,
-    InvalidRunIdError,
+    InvalidIdError,
     PermissionDeniedError,
     RateLimitError,
     RunFailedError,
@@ -34,9 +34,11 @@ from ._policy import PollPolicy
 from ._wait import WaitResult, wait_for_run, wait_for_runs, watch_run
 
 try:
-    __version__ = version("dify-runs")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = importlib.metadata.version("dify-runs")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source tree
     __version__ = "0.0.0"
+
+del importlib
 
 __all__ = [
     "AuthenticationError",
@@ -47,7 +49,7 @@ __all__ = [
     "DifyConnectionError",
     "DifyError",
     "DifyTimeoutError",
-    "InvalidRunIdError",
+    "InvalidIdError",
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",

@@ -154,7 +154,7 @@ def _say(stream: IO[str], text: str) -> None:
 
 
 def _client(args: argparse.Namespace) -> DifyClient:
-    return DifyClient(args.api_key, base_url=args.base_url, timeout=args.request_timeout)
+    return DifyClient(args.api_key, base_url=args.base_url, request_timeout=args.request_timeout)
 
 
 def _record_json(run: WorkflowRun) -> str:

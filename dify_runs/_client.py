@@ -119,7 +119,7 @@ class DifyClient:
             then ``https://api.dify.ai/v1``. A trailing slash is optional.
         session: An aiohttp session to borrow. The client never closes it, and
             its own TLS and proxy settings apply.
-        timeout: Seconds allowed for each request (connect to last byte).
+        request_timeout: Seconds allowed for each request (connect to last byte).
         max_retries: Retries of a failed GET (connection errors, timeouts, 408,
             429, 5xx); 0 disables retrying.
         max_concurrency: Requests in flight at once, across the whole client.
@@ -142,7 +142,7 @@ class DifyClient:
         *,
         base_url: str | None = None,
         session: aiohttp.ClientSession | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        request_timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = 2,
         max_concurrency: int = 32,
         rate_limit: float | None = 50.0,
@@ -159,9 +159,13 @@ class DifyClient:
             )
         if any(c in key for c in "\r\n"):
             raise ConfigurationError("the API key contains a line break")
-        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        if not (
+            isinstance(request_timeout, (int, float))
+            and math.isfinite(request_timeout)
+            and request_timeout > 0
+        ):
             raise ConfigurationError(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
+                f"request_timeout must be a positive number of seconds, got {request_timeout!r}"
             )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
@@ -174,8 +178,8 @@ class DifyClient:
         url = base_url or os.environ.get("DIFY_BASE_URL") or _protocol.DEFAULT_BASE_URL
         self.base_url = _protocol.normalize_base_url(url)
         self._base = URL(self.base_url)
-        self.timeout = float(timeout)
-        self._client_timeout = aiohttp.ClientTimeout(total=self.timeout)
+        self.request_timeout = float(request_timeout)
+        self._client_timeout = aiohttp.ClientTimeout(total=self.request_timeout)
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.max_body_size = max_body_size
@@ -257,7 +261,7 @@ class DifyClient:
             The run's current record.
 
         Raises:
-            InvalidRunIdError: ``run_id`` is not a UUID (nothing is sent).
+            InvalidIdError: ``run_id`` is not a UUID (nothing is sent).
             RunNotFoundError: No such run for this app.
             AuthenticationError: The API key was refused.
             DifyAPIError: Another error answer, once retries are spent.
@@ -283,7 +287,7 @@ class DifyClient:
         """
         ids = list(run_ids)
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
         width = min(concurrency or self.max_concurrency, self.max_concurrency, len(ids) or 1)
         results: list[WorkflowRun | DifyError | None] = [None] * len(ids)
         positions = iter(range(len(ids)))
@@ -334,9 +338,9 @@ class DifyClient:
             UnexpectedResponseError: The stream ended without ``workflow_started``.
         """
         if not isinstance(user, str) or not user:
-            raise ValueError("user must be a non-empty string (your end user's id)")
+            raise ConfigurationError("user must be a non-empty string (your end user's id)")
         if not isinstance(inputs, Mapping):
-            raise TypeError(f"inputs must be a mapping, got {type(inputs).__name__}")
+            raise ConfigurationError(f"inputs must be a mapping, got {type(inputs).__name__}")
         path = "workflows/run"
         if workflow_id is not None:
             path = f"workflows/{_protocol.canonical_run_id(workflow_id, what='workflow id')}/run"
@@ -357,7 +361,7 @@ class DifyClient:
             user: The end user who started it.
 
         Raises:
-            InvalidRunIdError: ``task_id`` is not a UUID (nothing is sent).
+            InvalidIdError: ``task_id`` is not a UUID (nothing is sent).
             DifyAPIError: An error answer.
             DifyConnectionError: No answer.
         """
@@ -424,12 +428,12 @@ class DifyClient:
                 await self.sleep(turn)
             try:
                 async with self._semaphore:
-                    with _transport_errors(self.timeout):
+                    with _transport_errors(self.request_timeout):
                         async with session.post(
                             url,
                             json=body,
                             headers=self._headers,
-                            timeout=aiohttp.ClientTimeout(total=self.timeout),
+                            timeout=aiohttp.ClientTimeout(total=self.request_timeout),
                             allow_redirects=False,
                         ) as response:
                             if response.status >= 300:
@@ -514,7 +518,7 @@ class DifyClient:
             The URL a lookup of this run requests.
 
         Raises:
-            InvalidRunIdError: ``run_id`` is not a UUID.
+            InvalidIdError: ``run_id`` is not a UUID.
         """
         return self._url(_protocol.run_path(run_id))
 
@@ -542,7 +546,7 @@ class DifyClient:
                     await self.sleep(turn)
             if url is None:
                 url = self._url(path)
-            timeout = self.timeout
+            timeout = self.request_timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - self.clock())
                 if timeout <= 0:
@@ -608,7 +612,7 @@ class DifyClient:
         # The usual case reuses one timeout object; a deadline makes its own.
         client_timeout = (
             self._client_timeout
-            if timeout == self.timeout
+            if timeout == self.request_timeout
             else aiohttp.ClientTimeout(total=timeout)
         )
         async with self._semaphore:

@@ -14,7 +14,8 @@ library decided to raise", or one tier below it for a kind of failure::
     ├── DifyConnectionError          no usable answer: refused, reset, TLS, DNS
     │   └── DifyTimeoutError         no answer within the request timeout
     ├── UnexpectedResponseError      an answer that is not a Dify run record
-    ├── InvalidRunIdError            (also a ValueError) not a UUID; nothing was sent
+    ├── InvalidIdError               (also a ValueError) a run, task or workflow id that is
+    │                                not a UUID; nothing was sent
     ├── ConfigurationError           (also a ValueError) e.g. no API key anywhere
     ├── WaitTimeoutError             (also a TimeoutError) a wait passed its deadline
     └── RunFailedError               a waited run failed or was stopped
@@ -39,7 +40,7 @@ __all__ = [
     "DifyConnectionError",
     "DifyError",
     "DifyTimeoutError",
-    "InvalidRunIdError",
+    "InvalidIdError",
     "PermissionDeniedError",
     "RateLimitError",
     "RunFailedError",
@@ -215,8 +216,8 @@ def _rebuild_unexpected(
     )
 
 
-class InvalidRunIdError(DifyError, ValueError):
-    """The run id is not a UUID; no request was sent."""
+class InvalidIdError(DifyError, ValueError):
+    """An id (of a run, a task or a workflow) is not a UUID; no request was sent."""
 
 
 class ConfigurationError(DifyError, ValueError):

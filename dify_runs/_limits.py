@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import attrs
 
+from ._errors import ConfigurationError
+
 __all__ = ["RateLimiter", "RetryBudget"]
 
 
@@ -82,7 +84,7 @@ class RateLimiter:
 
     def __attrs_post_init__(self) -> None:
         if not self.rate > 0:
-            raise ValueError(f"rate must be positive, got {self.rate!r}")
+            raise ConfigurationError(f"rate must be positive, got {self.rate!r}")
         self.minimum = min(self.minimum, self.rate)
         self.current = self.rate
         self._tokens = self.burst

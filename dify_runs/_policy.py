@@ -10,6 +10,8 @@ import math
 
 import attrs
 
+from ._errors import ConfigurationError
+
 __all__ = ["DEFAULT_WAIT_TIMEOUT", "PollPolicy", "retry_delay"]
 
 #: Default deadline of a wait, in seconds: finite, so a run stuck in
@@ -19,17 +21,19 @@ DEFAULT_WAIT_TIMEOUT = 900.0
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be a positive finite number, got {value!r}")
+        raise ConfigurationError(
+            f"{attribute.name} must be a positive finite number, got {value!r}"
+        )
 
 
 def _at_least_one(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 1):
-        raise ValueError(f"{attribute.name} must be a finite number >= 1, got {value!r}")
+        raise ConfigurationError(f"{attribute.name} must be a finite number >= 1, got {value!r}")
 
 
 def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, (int, float)) and 0 <= value < 1):
-        raise ValueError(f"{attribute.name} must be in [0, 1), got {value!r}")
+        raise ConfigurationError(f"{attribute.name} must be in [0, 1), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -67,7 +71,7 @@ class PollPolicy:
 
     def __attrs_post_init__(self) -> None:
         if self.maximum < self.initial:
-            raise ValueError("maximum must be at least initial")
+            raise ConfigurationError("maximum must be at least initial")
 
     @classmethod
     def fixed(cls, seconds: float) -> PollPolicy:

@@ -24,7 +24,7 @@ from ._errors import (
     BadRequestError,
     ConfigurationError,
     DifyAPIError,
-    InvalidRunIdError,
+    InvalidIdError,
     PermissionDeniedError,
     RateLimitError,
     RunNotFoundError,
@@ -87,14 +87,14 @@ def canonical_run_id(run_id: str, *, what: str = "run id") -> str:
     ever reach the URL path.
 
     Raises:
-        InvalidRunIdError: ``run_id`` is not a UUID (a ``ValueError``).
+        InvalidIdError: ``run_id`` is not a UUID (a ``ValueError``).
     """
     if not isinstance(run_id, str):
-        raise InvalidRunIdError(f"{what} must be a string, got {type(run_id).__name__}")
+        raise InvalidIdError(f"{what} must be a string, got {type(run_id).__name__}")
     try:
         return str(uuid.UUID(run_id))
     except ValueError:
-        raise InvalidRunIdError(f"{what} is not a UUID: {run_id[:80]!r}") from None
+        raise InvalidIdError(f"{what} is not a UUID: {run_id[:80]!r}") from None
 
 
 def run_path(run_id: str) -> str:

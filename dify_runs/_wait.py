@@ -18,7 +18,7 @@ import attrs
 
 from . import _protocol
 from ._client import DeadlineReachedError, logger, retry_hint
-from ._errors import DifyError, RunFailedError, WaitTimeoutError
+from ._errors import ConfigurationError, DifyError, RunFailedError, WaitTimeoutError
 from ._models import RunStatus, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 
@@ -52,9 +52,17 @@ class WaitResult:
     error: DifyError | None = None
 
     @property
-    def ok(self) -> bool:
-        """True when the wait ended with a record and no error."""
+    def settled(self) -> bool:
+        """True when the wait ended with a record (of any final status), not an error.
+
+        A ``failed`` run is settled too: check :attr:`succeeded` for the outcome.
+        """
         return self.error is None
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the wait ended with a record whose status is ``succeeded``."""
+        return self.run is not None and self.run.status is RunStatus.SUCCEEDED
 
 
 class _Subscriber(Protocol):
@@ -224,7 +232,7 @@ def _deadline(client: DifyClient, timeout: float | None) -> float | None:
     if timeout is None:
         return None
     if not timeout >= 0:
-        raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        raise ConfigurationError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
     return client.clock() + timeout
 
 
@@ -324,7 +332,7 @@ async def wait_for_run(
     Raises:
         WaitTimeoutError: The deadline passed first; it carries the last record.
         RunFailedError: With ``raise_on_failure``, the run failed or was stopped.
-        InvalidRunIdError: ``run_id`` is not a UUID.
+        InvalidIdError: ``run_id`` is not a UUID.
         DifyError: A lookup failed for good (not found, auth, retries spent).
     """
     inbox = _Inbox(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)

@@ -20,7 +20,7 @@ from dify_runs import (
     DifyConnectionError,
     DifyError,
     DifyTimeoutError,
-    InvalidRunIdError,
+    InvalidIdError,
     PermissionDeniedError,
     RateLimitError,
     RetryBudget,
@@ -217,7 +217,7 @@ async def test_stall_times_out(fake: FakeDify, make_client: MakeClient) -> None:
     """A stalled answer raises DifyTimeoutError (a TimeoutError) after the timeout."""
     fake.inject(Fault.stall(30))
     with pytest.raises(DifyTimeoutError) as info:
-        await make_client(fake, timeout=0.2, max_retries=0).get_run(fake.add_run())
+        await make_client(fake, request_timeout=0.2, max_retries=0).get_run(fake.add_run())
     assert isinstance(info.value, TimeoutError)
     assert isinstance(info.value.__cause__, asyncio.TimeoutError)
 
@@ -335,8 +335,8 @@ def test_default_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        {"timeout": 0},
-        {"timeout": float("inf")},
+        {"request_timeout": 0},
+        {"request_timeout": float("inf")},
         {"max_retries": -1},
         {"max_concurrency": 0},
         {"rate_limit": 0},
@@ -532,7 +532,7 @@ async def test_get_runs_keeps_order_and_errors(fake: FakeDify, make_client: Make
     results = await make_client(fake).get_runs(mixed, concurrency=2)
     assert len(results) == len(mixed)
     assert isinstance(results[1], RunNotFoundError)
-    assert isinstance(results[3], InvalidRunIdError)
+    assert isinstance(results[3], InvalidIdError)
     for given, result in zip(mixed, results, strict=True):
         if given in ids:
             assert isinstance(result, WorkflowRun)

@@ -14,7 +14,7 @@ from dify_runs import (
     BadRequestError,
     ConfigurationError,
     DifyAPIError,
-    InvalidRunIdError,
+    InvalidIdError,
     PermissionDeniedError,
     RateLimitError,
     RunNotFoundError,
@@ -234,8 +234,8 @@ def test_run_ids_are_canonical(given: str, expected: str) -> None:
     ids=["empty", "dotdot", "encoded-dotdot", "trailing-slash", "word", "query", "long"],
 )
 def test_bad_run_ids_raise_value_error(bad: str) -> None:
-    """Anything but a UUID raises InvalidRunIdError, a ValueError."""
-    with pytest.raises(InvalidRunIdError) as info:
+    """Anything but a UUID raises InvalidIdError, a ValueError."""
+    with pytest.raises(InvalidIdError) as info:
         protocol.run_path(bad)
     assert isinstance(info.value, ValueError)
     assert len(str(info.value)) < 200
@@ -243,7 +243,7 @@ def test_bad_run_ids_raise_value_error(bad: str) -> None:
 
 def test_non_string_run_id() -> None:
     """A run id must be a string."""
-    with pytest.raises(InvalidRunIdError):
+    with pytest.raises(InvalidIdError):
         protocol.canonical_run_id(12345)  # type: ignore[arg-type]
 
 

@@ -68,7 +68,7 @@ async def test_fault_matrix(budget: str, reliability_figures: dict[str, Any]) ->
         client = DifyClient(
             fake.api_key,
             base_url=fake.base_url,
-            timeout=0.5,
+            request_timeout=0.5,
             rate_limit=None,
             retry_budget=retry_budget,
             random=random.Random(SEED).random,
@@ -219,7 +219,7 @@ async def test_cancel_wait_for_runs_everywhere(
 async def test_wait_deadline_under_stalls(fake: FakeDify) -> None:
     """Stalled answers cannot hold a wait past its deadline."""
     fake.inject(Fault.stall(30))
-    async with DifyClient(fake.api_key, base_url=fake.base_url, timeout=30) as client:
+    async with DifyClient(fake.api_key, base_url=fake.base_url, request_timeout=30) as client:
         started = time.monotonic()
         with pytest.raises(WaitTimeoutError):
             await wait_for_run(client, fake.add_run(), timeout=0.5)

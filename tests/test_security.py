@@ -19,7 +19,7 @@ from dify_runs import (
     DifyClient,
     DifyConnectionError,
     DifyError,
-    InvalidRunIdError,
+    InvalidIdError,
     RunStatus,
     wait_for_run,
 )
@@ -62,7 +62,7 @@ async def test_key_never_shown(all_logs: Recorder, reliability_figures: dict[str
     said: list[str] = []
     async with FakeDify(api_key=KEY) as fake:
         async with DifyClient(
-            KEY, base_url=fake.base_url, timeout=0.3, max_retries=1, max_body_size=300
+            KEY, base_url=fake.base_url, request_timeout=0.3, max_retries=1, max_body_size=300
         ) as client:
             said.append(repr(client))
             scenarios = [
@@ -119,7 +119,7 @@ def test_no_id_leaves_the_run_endpoint(run_id: str) -> None:
     client = DifyClient(KEY, base_url=BASE)
     try:
         url = client.run_url(run_id)
-    except InvalidRunIdError:
+    except InvalidIdError:
         return
     canonical = str(uuid.UUID(run_id))
     assert str(url) == f"{BASE}/workflows/run/{canonical}"

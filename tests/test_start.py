@@ -11,10 +11,11 @@ from aiohttp import web
 
 from dify_runs import (
     BadRequestError,
+    ConfigurationError,
     DifyAPIError,
     DifyClient,
     DifyConnectionError,
-    InvalidRunIdError,
+    InvalidIdError,
     RunStatus,
     ServerError,
     StartedRun,
@@ -129,13 +130,13 @@ async def test_workflow_id_selects_the_path(quick: FakeDify, make_client: MakeCl
 async def test_bad_arguments(quick: FakeDify, make_client: MakeClient) -> None:
     """Bad arguments fail before anything is sent."""
     client = make_client(quick)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match="user"):
         await client.start_run(inputs={}, user="")
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigurationError, match="mapping"):
         await client.start_run(inputs=[("a", 1)], user="u")  # type: ignore[arg-type]
-    with pytest.raises(InvalidRunIdError):
+    with pytest.raises(InvalidIdError):
         await client.start_run(inputs={}, user="u", workflow_id="../apps")
-    with pytest.raises(InvalidRunIdError):
+    with pytest.raises(InvalidIdError):
         await client.stop_run("../../apps", user="u")
     assert quick.requests == []
 

@@ -174,7 +174,7 @@ async def test_request_timeout_never_passes_deadline(
 ) -> None:
     """A stalled request is cut at the wait's deadline, not at the client's timeout."""
     fake.inject(Fault.stall(60))
-    client = make_client(fake, timeout=60)
+    client = make_client(fake, request_timeout=60)
     with pytest.raises(WaitTimeoutError) as info:
         await wait_for_run(client, fake.add_run(), timeout=0.3)
     assert info.value.__cause__ is not None
@@ -269,7 +269,7 @@ async def test_wait_for_runs_mixed_outcomes(vfake: FakeDify, vclient: DifyClient
     results = [r async for r in wait_for_runs(vclient, ids, timeout=100, raise_on_failure=True)]
     assert sorted(r.run_id for r in results) == sorted(ids)
     by_id = {r.run_id: r for r in results}
-    assert by_id[fast].run is not None and by_id[fast].ok
+    assert by_id[fast].run is not None and by_id[fast].settled
     assert by_id[fast].run.status is RunStatus.SUCCEEDED
     assert isinstance(by_id[slow].error, RunFailedError)
     assert by_id[paused].run is not None and by_id[paused].run.status is RunStatus.PAUSED
@@ -296,7 +296,7 @@ async def test_coalesced_fan_out(vfake: FakeDify, vclient: DifyClient) -> None:
     ids = [vfake.add_run(duration=30) for _ in range(5)]
     results = [r async for r in wait_for_runs(vclient, ids * 200)]
     assert len(results) == 1000
-    assert all(r.ok for r in results)
+    assert all(r.settled for r in results)
     assert vfake.count() <= 5 * (expected_polls(30) + 1)
 
 

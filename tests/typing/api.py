@@ -52,7 +52,7 @@ async def lookups() -> None:
 
 async def borrowed_session() -> None:
     async with aiohttp.ClientSession() as session:
-        client = DifyClient("app-x", session=session, timeout=10.0, max_retries=0)
+        client = DifyClient("app-x", session=session, request_timeout=10.0, max_retries=0)
         try:
             await client.get_run("fb47b2e6-5e43-4f90-be01-d5c5a088d156")
         except RunNotFoundError as error:
