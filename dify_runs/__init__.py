@@ -2,7 +2,9 @@
 
 The data path, one module each: ``_client`` (aiohttp session layer) ->
 ``_protocol`` (pure: status, headers, bytes -> record or error) -> ``_convert``
-(cattrs: JSON -> attrs records in ``_models``) -> ``_wait`` (polling).
+(cattrs: JSON -> attrs records in ``_models``). Around it: ``_retry`` (the
+retry rule, pure), ``_limits`` (the adaptive limit), ``_scheduler`` (one poll
+scheduler per client) and ``_wait`` (what each wait asks of it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ._convert import converter
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConfigurationError,
     DifyAPIError,
     DifyConnectionError,
@@ -28,9 +31,10 @@ from ._errors import (
     UnexpectedResponseError,
     WaitTimeoutError,
 )
-from ._limits import RateLimiter, RetryBudget
+from ._limits import AdaptiveLimiter
 from ._models import RunStatus, StartedRun, WorkflowRun
 from ._policy import PollPolicy
+from ._retry import RetryBudget
 from ._wait import WaitResult, wait_for_run, wait_for_runs, watch_run
 
 try:
@@ -41,8 +45,10 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source t
 del importlib
 
 __all__ = [
+    "AdaptiveLimiter",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ConfigurationError",
     "DifyAPIError",
     "DifyClient",
@@ -53,7 +59,6 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
-    "RateLimiter",
     "RetryBudget",
     "RunFailedError",
     "RunNotFoundError",

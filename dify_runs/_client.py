@@ -11,32 +11,41 @@ import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
 
-from . import _protocol
+from . import _protocol, _wait
 from ._errors import (
+    ClientClosedError,
     ConfigurationError,
     DifyAPIError,
     DifyConnectionError,
     DifyError,
     DifyTimeoutError,
-    RateLimitError,
     RunNotFoundError,
     UnexpectedResponseError,
     excerpt,
+    format_seconds,
 )
-from ._limits import RateLimiter, RetryBudget
+from ._limits import AdaptiveLimiter, Gate, Ticket
 from ._models import StartedRun, WorkflowRun
-from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy, retry_delay
+from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
+from ._retry import RetryBudget, RetryRule, is_throttle
+from ._scheduler import Scheduler
 from ._sse import LineDecoder, iter_events
-
-if TYPE_CHECKING:
-    from ._wait import OnUpdate, _SharedPoll
+from ._wait import OnUpdate, WaitResult
 
 __all__ = ["DifyClient"]
 
@@ -49,8 +58,6 @@ _Reader = Callable[[aiohttp.ClientResponse], Awaitable[_T]]
 DEFAULT_TIMEOUT = 30.0
 #: Largest response body read, in bytes; larger ones are refused unread.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
-#: Longest ``Retry-After`` honoured, in seconds.
-MAX_RETRY_AFTER = 60.0
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -59,20 +66,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-class DeadlineReachedError(Exception):
-    """Internal: the next attempt of a request could not start before the caller's deadline.
-
-    Attributes:
-        resume_at: Clock reading at which a retry would have been allowed.
-        cause: The error that the retry would have answered.
-    """
-
-    def __init__(self, resume_at: float, cause: DifyError | None) -> None:
-        self.resume_at = resume_at
-        self.cause = cause
-        super().__init__("deadline reached")
 
 
 def _is_loopback(host: str) -> bool:
@@ -84,23 +77,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def retry_hint(error: DifyError) -> float:
-    """The server's ``Retry-After`` for ``error`` in seconds, capped; 0 when it gave none."""
-    hint = error.retry_after if isinstance(error, RateLimitError) else None
-    return 0.0 if hint is None else min(hint, MAX_RETRY_AFTER)
-
-
-def is_transient(error: DifyError) -> bool:
-    """True for failures a later attempt may cure (transport, 408, 429, 5xx, non-JSON)."""
-    if isinstance(error, DifyConnectionError):
-        return True
-    if isinstance(error, DifyAPIError):
-        return error.status in _protocol.RETRYABLE_STATUSES
-    # Only an answer that was not JSON at all (a proxy's page, a cut body) is
-    # worth a second try; a record with wrong field types will not improve.
-    return isinstance(error, UnexpectedResponseError) and error.transient
-
-
 class DifyClient:
     """An async client for the workflow-run endpoints of one Dify app.
 
@@ -109,9 +85,14 @@ class DifyClient:
         async with DifyClient(api_key="app-...", base_url="http://127.0.0.1:5001/v1") as client:
             run = await client.get_run(run_id)
 
-    All requests of one client share a concurrency bound, an optional request
-    rate limit that backs off after 429 answers, and a retry budget, so that
-    thousands of concurrent waits cannot overwhelm a Dify server.
+    All requests of one client, lookups and waits alike, pass one adaptive
+    limit that finds the server's capacity from the latency it measures (and
+    backs off on 429 and 503 answers), and share one retry budget, so thousands
+    of concurrent waits go as fast as the server can answer and no faster. One
+    scheduler per client drives the polls of every wait.
+
+    A client belongs to the event loop it is first used on; for blocking code,
+    use :class:`SyncDifyClient`.
 
     Args:
         api_key: The app's API key; defaults to the ``DIFY_API_KEY`` variable.
@@ -120,11 +101,13 @@ class DifyClient:
         session: An aiohttp session to borrow. The client never closes it, and
             its own TLS and proxy settings apply.
         request_timeout: Seconds allowed for each request (connect to last byte).
-        max_retries: Retries of a failed GET (connection errors, timeouts, 408,
-            429, 5xx); 0 disables retrying.
-        max_concurrency: Requests in flight at once, across the whole client.
-        rate_limit: Requests per second across the whole client, or None for
-            no limit. The rate halves after each 429 and recovers gradually.
+        max_retries: Retries of a failed lookup (connection errors, timeouts,
+            408, 429, 5xx); 0 disables retrying. A wait retries its polls for
+            as long as its deadline and the retry budget allow.
+        max_concurrency: Hard ceiling on requests in flight at once, across the
+            whole client; below it the limit adapts to the server.
+        rate_limit: Hard ceiling on requests per second across the whole
+            client, or None (the default) to let the adaptive limit decide.
         retry_budget: The retry budget shared by all requests; a fresh
             :class:`RetryBudget` by default.
         max_body_size: Largest response body read, in bytes.
@@ -144,8 +127,8 @@ class DifyClient:
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = 2,
-        max_concurrency: int = 32,
-        rate_limit: float | None = 50.0,
+        max_concurrency: int = 64,
+        rate_limit: float | None = None,
         retry_budget: RetryBudget | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         clock: Callable[[], float] = time.monotonic,
@@ -169,12 +152,6 @@ class DifyClient:
             )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigurationError(
-                f"max_concurrency must be an int >= 1, got {max_concurrency!r}"
-            )
-        if rate_limit is not None and not rate_limit > 0:
-            raise ConfigurationError(f"rate_limit must be positive or None, got {rate_limit!r}")
         url = base_url or os.environ.get("DIFY_BASE_URL") or _protocol.DEFAULT_BASE_URL
         self.base_url = _protocol.normalize_base_url(url)
         self._base = URL(self.base_url)
@@ -184,10 +161,24 @@ class DifyClient:
         self.max_concurrency = max_concurrency
         self.max_body_size = max_body_size
         self.retry_budget = retry_budget if retry_budget is not None else RetryBudget()
-        self.rate_limiter = RateLimiter(rate_limit) if rate_limit is not None else None
+        self.limiter = AdaptiveLimiter(max_concurrency=max_concurrency, rate_limit=rate_limit)
         self.clock = clock
         self.sleep = sleep
         self.random = random
+        self._rule = RetryRule(max_retries=max_retries)
+        self._gate = Gate(self.limiter, clock, sleep)
+        self._contacted = False
+        self._scheduler = Scheduler(
+            fetch=self._poll_once,
+            gate=self._gate,
+            rule=self._rule,
+            budget=self.retry_budget,
+            contacted=lambda: self._contacted,
+            request_timeout=self.request_timeout,
+            clock=clock,
+            sleep=sleep,
+            random=random,
+        )
         self._headers = {
             "Authorization": f"Bearer {key.strip()}",
             "Accept": "application/json",
@@ -195,8 +186,6 @@ class DifyClient:
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._polls: dict[tuple[str, object], _SharedPoll] = {}
         if self._base.scheme == "http" and not _is_loopback(self._base.host or ""):
             logger.warning(
                 "dify_runs sends the API key over plain http to %s; use https", self._base.host
@@ -221,7 +210,7 @@ class DifyClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
-            raise RuntimeError("this DifyClient is closed; create a new one")
+            raise ClientClosedError("this DifyClient is closed; create a new one")
         if self._session is None:
             # aiohttp needs a running loop to build a session, so not in __init__.
             self._session = aiohttp.ClientSession(
@@ -239,8 +228,8 @@ class DifyClient:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        for poll in list(self._polls.values()):
-            await poll.aclose()
+        await self._scheduler.aclose()
+        await self._gate.aclose()
         if self._owns_session and self._session is not None:
             await self._session.close()
 
@@ -301,6 +290,138 @@ class DifyClient:
 
         await gather_all([worker() for _ in range(width)])
         return [result for result in results if result is not None]
+
+    # -- waits ---------------------------------------------------------------------
+
+    async def wait_for_run(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        return_on_paused: bool = True,
+        raise_on_failure: bool = False,
+        on_update: OnUpdate | None = None,
+    ) -> WorkflowRun:
+        """Wait until a run finishes (or pauses), and return its final record.
+
+        The client's scheduler polls the run; concurrent waits on the same run
+        share its polls. Cancelling the wait stops polling; it never stops the
+        run.
+
+        Args:
+            run_id: The run to wait for.
+            timeout: Seconds before giving up; None waits without a deadline.
+            poll: When to poll; :class:`PollPolicy` defaults otherwise.
+            return_on_paused: Return a ``paused`` record (the run waits for a
+                person). False keeps waiting through pauses.
+            raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
+                ``stopped`` runs instead of returning them.
+            on_update: Called (sync or async) with every record fetched.
+
+        Returns:
+            The first record that is terminal, or paused when ``return_on_paused``.
+
+        Raises:
+            WaitTimeoutError: The deadline passed first; it carries the last
+                record and the last error the polls met.
+            RunFailedError: With ``raise_on_failure``, the run failed or was stopped.
+            InvalidIdError: ``run_id`` is not a UUID.
+            ConfigurationError: ``timeout`` is negative.
+            DifyError: A lookup failed for good (not found, auth, retries spent).
+        """
+        return await _wait.run_wait(
+            self._scheduler_for_use(),
+            self.clock,
+            run_id,
+            timeout=timeout,
+            poll=poll,
+            return_on_paused=return_on_paused,
+            raise_on_failure=raise_on_failure,
+            on_update=on_update,
+        )
+
+    def watch_run(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        return_on_paused: bool = True,
+    ) -> AsyncGenerator[WorkflowRun, None]:
+        """Yield a run's record each time its status, step count or outputs change.
+
+        The last record yielded is the final one (terminal, or paused when
+        ``return_on_paused``). Deadline rules are those of :meth:`wait_for_run`.
+        Close the iterator (``contextlib.aclosing``) to stop polling at once when
+        leaving the loop early.
+
+        Args:
+            run_id: The run to watch.
+            timeout: Seconds before giving up; None watches without a deadline.
+            poll: When to poll.
+            return_on_paused: End at a ``paused`` record.
+
+        Returns:
+            An async generator: the first record, each changed one, then the final one.
+            It raises :class:`WaitTimeoutError` when the deadline passes first,
+            and the :class:`DifyError` of a lookup that failed for good.
+        """
+        return _wait.run_watch(
+            self._scheduler_for_use(),
+            self.clock,
+            run_id,
+            timeout=timeout,
+            poll=poll,
+            return_on_paused=return_on_paused,
+        )
+
+    def wait_for_runs(
+        self,
+        run_ids: Iterable[str],
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        return_on_paused: bool = True,
+        raise_on_failure: bool = False,
+    ) -> AsyncGenerator[WaitResult, None]:
+        """Wait for many runs at once, yielding each result as soon as it is known.
+
+        First polls are spread over a random offset (up to a second) so that
+        thousands of waits started together do not poll in lock-step; the
+        client's adaptive limit and retry budget apply to them all, and when
+        the server cannot keep up, the polls due earliest go first. Leaving the
+        loop early, or cancelling it, stops every poll (close the iterator with
+        ``contextlib.aclosing`` to do so at once).
+
+        Args:
+            run_ids: The runs to wait for (duplicates share one poll).
+            timeout: Seconds before each unfinished run yields a
+                :class:`WaitTimeoutError`; None waits without a deadline.
+            poll: When to poll.
+            return_on_paused: Treat ``paused`` as final.
+            raise_on_failure: Report ``failed`` and ``stopped`` runs as
+                :class:`RunFailedError` results.
+
+        Returns:
+            An async generator of one :class:`WaitResult` per run id given, in
+            completion order. An id that fails (not a UUID, not found,
+            deadline, auth) yields its error.
+        """
+        return _wait.run_waits(
+            self._scheduler_for_use(),
+            self.clock,
+            run_ids,
+            timeout=timeout,
+            poll=poll,
+            return_on_paused=return_on_paused,
+            raise_on_failure=raise_on_failure,
+        )
+
+    def _scheduler_for_use(self) -> Scheduler:
+        if self._state is _State.CLOSED:
+            raise ClientClosedError("this DifyClient is closed; create a new one")
+        return self._scheduler
 
     # -- starting and stopping runs ------------------------------------------------
 
@@ -402,13 +523,10 @@ class DifyClient:
             DifyError: Starting or waiting failed (see :meth:`start_run` and
                 ``wait_for_run``).
         """
-        from ._wait import wait_for_run  # noqa: PLC0415 - _wait imports this module
-
         started = await self.start_run(
             inputs=inputs, user=user, files=files, workflow_id=workflow_id
         )
-        return await wait_for_run(
-            self,
+        return await self.wait_for_run(
             started.run_id,
             timeout=timeout,
             poll=poll,
@@ -423,33 +541,36 @@ class DifyClient:
         session = self._open()
         attempt = 0
         while True:
-            turn = self._turn(None, None)
-            if turn > 0:
-                await self.sleep(turn)
+            ticket = await self._gate.acquire()
             try:
-                async with self._semaphore:
-                    with _transport_errors(self.request_timeout):
-                        async with session.post(
-                            url,
-                            json=body,
-                            headers=self._headers,
-                            timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-                            allow_redirects=False,
-                        ) as response:
-                            if response.status >= 300:
-                                error_body = await self._read_capped(response)
-                                raise _protocol.api_error(
-                                    response.status, response.headers, error_body
-                                )
-                            return await read(response)
+                with _transport_errors(self.request_timeout):
+                    async with session.post(
+                        url,
+                        json=body,
+                        headers=self._headers,
+                        timeout=self._client_timeout,
+                        allow_redirects=False,
+                    ) as response:
+                        if response.status >= 300:
+                            error_body = await self._read_capped(response)
+                            raise _protocol.api_error(response.status, response.headers, error_body)
+                        return await read(response)
             except DifyConnectionError as error:
                 never_sent = isinstance(error.__cause__, aiohttp.ClientConnectorError)
-                if not (never_sent and attempt < self.max_retries and self._may_retry(error)):
+                decision = self._rule.decide(
+                    error,
+                    attempt=attempt,
+                    budget=self.retry_budget,
+                    now=self.clock(),
+                    draw=self.random(),
+                )
+                if not (never_sent and decision.retry):
                     raise
-                delay = retry_delay(attempt, self.random())
-                logger.info("retrying POST %s in %.2f s: could not connect", path, delay)
-                await self.sleep(delay)
+                logger.info("retrying POST %s in %.2f s: could not connect", path, decision.delay)
+                await self.sleep(decision.delay)
                 attempt += 1
+            finally:
+                self._gate.release(ticket)
 
     async def _read_started(self, response: aiohttp.ClientResponse) -> StartedRun:
         status = response.status
@@ -526,114 +647,113 @@ class DifyClient:
         # Relative join onto a base ending in "/": a leading "/" would drop "/v1".
         return self._base.join(URL(path, encoded=True))
 
-    async def _fetch_run(self, run_id: str, *, deadline: float | None = None) -> WorkflowRun:
-        """Fetch a run with retries, never starting an attempt at or past ``deadline``.
-
-        Raises:
-            DeadlineReachedError: (only with a deadline) the next attempt would
-                start after it.
-        """
+    async def _fetch_run(self, run_id: str) -> WorkflowRun:
+        """Fetch a run, retrying by the client's retry rule."""
         canonical = _protocol.canonical_run_id(run_id)  # refuses a bad id before any wait
         path = f"workflows/run/{canonical}"
-        url: URL | None = None
         attempt = 0
-        error: DifyError | None = None
         while True:
-            if self.rate_limiter is not None:
-                turn = self._turn(deadline, error)
-                if turn > 0:
-                    # Thousands of polls may queue here: hold no more than the path meanwhile.
-                    await self.sleep(turn)
-            if url is None:
-                url = self._url(path)
-            timeout = self.request_timeout
-            if deadline is not None:
-                timeout = min(timeout, deadline - self.clock())
-                if timeout <= 0:
-                    raise DeadlineReachedError(self.clock(), error)
+            ticket = await self._gate.acquire()
             try:
-                status, headers, body = await self._send(url, timeout)
-                if 200 <= status < 300:
-                    record = _protocol.parse_run(status, headers, body)
-                    self.retry_budget.refund()
-                    return record
-                error = _protocol.api_error(status, headers, body)
-            except DifyTimeoutError as exc:
-                if deadline is not None and self.clock() >= deadline:
-                    raise DeadlineReachedError(self.clock(), exc) from exc
-                error = exc
-            except DifyError as exc:
-                error = exc
-            if isinstance(error, RunNotFoundError):
-                error.run_id = canonical
-            if isinstance(error, RateLimitError) and self.rate_limiter is not None:
-                self.rate_limiter.throttled(self.clock())
-            if attempt >= self.max_retries or not self._may_retry(error):
-                raise error
-            delay = max(retry_delay(attempt, self.random()), retry_hint(error))
-            if deadline is not None and self.clock() + delay >= deadline:
-                raise DeadlineReachedError(self.clock() + delay, error)
-            logger.info(
-                "retrying GET %s in %.2f s after %s (retry %d of %d)",
-                path,
-                delay,
-                _describe(error),
-                attempt + 1,
-                self.max_retries,
-            )
-            await self.sleep(delay)
+                return await self._attempt(path, ticket)
+            except DifyError as error:
+                if isinstance(error, RunNotFoundError):
+                    error.run_id = canonical
+                decision = self._rule.decide(
+                    error,
+                    attempt=attempt,
+                    budget=self.retry_budget,
+                    now=self.clock(),
+                    draw=self.random(),
+                )
+                if not decision.retry:
+                    raise
+                logger.info(
+                    "retrying GET %s in %.2f s after %s (retry %d of %d)",
+                    path,
+                    decision.delay,
+                    _describe(error),
+                    attempt + 1,
+                    self.max_retries,
+                )
+            await self.sleep(decision.delay)
             attempt += 1
 
-    def _may_retry(self, error: DifyError) -> bool:
-        """Whether ``error`` is worth another try, paid from the shared retry budget.
+    async def _poll_once(self, run_id: str, ticket: Ticket, time_limit: float) -> WorkflowRun:
+        """One poll of a wait: a single attempt with an admitted ticket (the scheduler retries).
 
-        Returns:
-            True when the failure is transient and the budget paid for the retry
-            (a transport failure costs more than an error answer).
+        ``time_limit`` cuts the request at its earliest waiter's deadline.
         """
-        return is_transient(error) and self.retry_budget.try_spend(
-            transport=isinstance(error, DifyConnectionError)
-        )
+        try:
+            return await self._attempt(f"workflows/run/{run_id}", ticket, time_limit)
+        except RunNotFoundError as error:
+            error.run_id = run_id
+            raise
 
-    def _turn(self, deadline: float | None, error: DifyError | None) -> float:
-        """Reserve this request's turn under the rate limit; return how long to wait for it."""
-        if self.rate_limiter is None:
-            return 0.0
-        now = self.clock()
-        wait = self.rate_limiter.reserve(now)
-        if wait > 0 and deadline is not None and now + wait >= deadline:
-            self.rate_limiter.release()
-            raise DeadlineReachedError(now + wait, error)
-        return wait
+    async def _attempt(
+        self, path: str, ticket: Ticket, time_limit: float | None = None
+    ) -> WorkflowRun:
+        """Send one GET with an admitted ticket, give the ticket back, and parse the answer.
 
-    async def _send(self, url: URL, timeout: float) -> tuple[int, Mapping[str, str], bytes]:
-        """Send one GET (following same-origin redirects) and read the body, capped."""
+        The ticket goes back with what the answer teaches the limiter: its
+        latency, or that the server is overloaded (429, 503, no answer in time).
+        """
+        rtt: float | None = None
+        overloaded = False
+        cut = time_limit is not None and time_limit < self.request_timeout
+        try:
+            status, headers, body = await self._send(self._url(path), time_limit if cut else None)
+            rtt = self.clock() - ticket.started
+            if 200 <= status < 300:
+                try:
+                    record = _protocol.parse_run(status, headers, body)
+                except RunNotFoundError:
+                    self._contacted = True  # Dify <= 1.12's 200 with a null id
+                    raise
+                self._contacted = True
+                self.retry_budget.refund()
+                return record
+            error = _protocol.api_error(status, headers, body)
+            overloaded = is_throttle(error)
+            if error.code is not None:
+                self._contacted = True  # Dify itself answered
+            raise error
+        except DifyTimeoutError:
+            overloaded = not cut  # a request cut at a wait's deadline says nothing of the server
+            raise
+        finally:
+            self._gate.release(ticket, rtt=None if overloaded else rtt, overloaded=overloaded)
+
+    async def _send(
+        self, url: URL, time_limit: float | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one GET (following same-origin redirects) and read the body, capped.
+
+        ``time_limit`` replaces the request timeout when shorter (a wait's deadline).
+        """
         session = self._open()
-        # The usual case reuses one timeout object; a deadline makes its own.
-        client_timeout = (
-            self._client_timeout
-            if timeout == self.request_timeout
-            else aiohttp.ClientTimeout(total=timeout)
-        )
-        async with self._semaphore:
-            # Inline rather than _transport_errors(): this is the hot path.
-            try:
-                for _ in range(_MAX_REDIRECTS + 1):
-                    async with session.get(
-                        url,
-                        headers=self._headers,
-                        timeout=client_timeout,
-                        allow_redirects=False,
-                    ) as response:
-                        if response.status in _REDIRECTS:
-                            url = self._redirect_target(url, response)
-                            continue
-                        body = await self._read_capped(response)
-                        return response.status, response.headers, body
-            except asyncio.TimeoutError as exc:
-                raise DifyTimeoutError(f"no answer within {timeout:.3g} s") from exc
-            except aiohttp.ClientError as exc:
-                raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        timeout = self._client_timeout
+        if time_limit is not None:
+            timeout = aiohttp.ClientTimeout(total=max(time_limit, 0.001))
+        # Inline rather than _transport_errors(): this is the hot path.
+        try:
+            for _ in range(_MAX_REDIRECTS + 1):
+                async with session.get(
+                    url,
+                    headers=self._headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as response:
+                    if response.status in _REDIRECTS:
+                        url = self._redirect_target(url, response)
+                        continue
+                    body = await self._read_capped(response)
+                    return response.status, response.headers, body
+        except asyncio.TimeoutError as exc:
+            seconds = self.request_timeout if time_limit is None else time_limit
+            raise DifyTimeoutError(f"no answer within {format_seconds(seconds)}") from exc
+        except aiohttp.ClientError as exc:
+            raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
         raise UnexpectedResponseError(
             f"more than {_MAX_REDIRECTS} redirects", status=0, transient=False
         )
@@ -680,7 +800,7 @@ def _transport_errors(timeout: float) -> Iterator[None]:
     try:
         yield
     except asyncio.TimeoutError as exc:
-        raise DifyTimeoutError(f"no answer within {timeout:.3g} s") from exc
+        raise DifyTimeoutError(f"no answer within {format_seconds(timeout)}") from exc
     except aiohttp.ClientError as exc:
         raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
 

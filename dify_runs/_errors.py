@@ -17,6 +17,7 @@ library decided to raise", or one tier below it for a kind of failure::
     ├── InvalidIdError               (also a ValueError) a run, task or workflow id that is
     │                                not a UUID; nothing was sent
     ├── ConfigurationError           (also a ValueError) e.g. no API key anywhere
+    ├── ClientClosedError            (also a RuntimeError) the client was closed
     ├── WaitTimeoutError             (also a TimeoutError) a wait passed its deadline
     └── RunFailedError               a waited run failed or was stopped
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ConfigurationError",
     "DifyAPIError",
     "DifyConnectionError",
@@ -224,6 +226,10 @@ class ConfigurationError(DifyError, ValueError):
     """The client is misconfigured (no API key, a bad base URL or option)."""
 
 
+class ClientClosedError(DifyError, RuntimeError):
+    """The client was closed: create a new one (also a ``RuntimeError``)."""
+
+
 class WaitTimeoutError(DifyError, TimeoutError):
     """A wait reached its deadline before the run finished.
 
@@ -232,17 +238,38 @@ class WaitTimeoutError(DifyError, TimeoutError):
     Attributes:
         run_id: The run that was waited for.
         last_run: The last record seen, or None if none was fetched.
+        timeout: The wait's timeout, in seconds.
+        last_error: The last error the wait's polls met since its last record
+            (also the ``__cause__``), or None.
     """
 
-    def __init__(self, run_id: str, last_run: WorkflowRun | None, timeout: float | None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        last_run: WorkflowRun | None,
+        timeout: float | None,
+        last_error: DifyError | None = None,
+    ) -> None:
         self.run_id = run_id
         self.last_run = last_run
         self.timeout = timeout
+        self.last_error = last_error
+        self.__cause__ = last_error
         seen = f"last status {last_run.status.value!r}" if last_run else "no record fetched"
-        super().__init__(f"run {run_id} did not finish within {timeout} s ({seen})")
+        if last_error is not None:
+            seen += f"; last error: {last_error}"
+        within = "its deadline" if timeout is None else f"{format_seconds(timeout)}"
+        super().__init__(f"run {run_id} did not finish within {within} ({seen})")
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.run_id, self.last_run, self.timeout))
+        return (type(self), (self.run_id, self.last_run, self.timeout, self.last_error))
+
+
+def format_seconds(seconds: float) -> str:
+    """Return a duration for a message, rounded: ``"900 s"``, ``"2.5 s"``, ``"0.25 s"``."""
+    if seconds >= 10:
+        return f"{seconds:.0f} s"
+    return f"{seconds:.3g} s"
 
 
 class RunFailedError(DifyError):

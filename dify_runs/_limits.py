@@ -1,130 +1,343 @@
-"""Client-wide coordination: a retry budget and an adaptive request-rate limit.
+"""Client-wide flow control: an adaptive limit that finds the server's capacity.
 
-Both are plain objects driven by a clock reading passed in, so their
-arithmetic is tested without sleeping; the client does the sleeping.
+:class:`AdaptiveLimiter` is pure arithmetic driven by clock readings passed in:
+it is told when a request starts and how it ended, and answers how many may be
+in flight and when the next may start. :class:`Gate` is the thin asyncio part
+that makes requests wait their turn, first come, first served.
+
+How the limit moves (TCP Vegas, as in Netflix's concurrency-limits):
+
+- The client measures each request's latency. The lowest latency seen while
+  the server had no queue of ours is the *floor*. With ``limit`` requests in
+  flight and latency ``rtt``, about ``limit * (1 - floor / rtt)`` of them are
+  queued at the server.
+- Below ``alpha`` queued, the limit grows (doubling per round trip until the
+  first sign of a queue, then by one per round trip); above ``beta``, it
+  shrinks by one per round trip. The server stays busy with a short queue:
+  full throughput, without parking a deep queue on it.
+- Every ``probe_interval`` seconds, one request runs alone so the floor is
+  measured afresh (a server that became slower is not mistaken for a queue
+  forever, and one that became faster is noticed).
+- A 429 or 503 answer, or a timeout, cuts the limit and paces request starts
+  at 70 % of the rate just sent, at most once per ``interval`` however many
+  such answers arrive together; the pace then recovers by 10 % per quiet
+  interval and is lifted once well above what the client sends.
+- The user's ``max_concurrency`` and ``rate_limit`` are hard ceilings.
 """
 
 from __future__ import annotations
+
+import asyncio
+import collections
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
 from ._errors import ConfigurationError
 
-__all__ = ["RateLimiter", "RetryBudget"]
+__all__ = ["AdaptiveLimiter", "Gate"]
+
+
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise ConfigurationError(f"{attribute.name} must be positive or None, got {value!r}")
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{attribute.name} must be an int >= 1, got {value!r}")
 
 
 @attrs.define
-class RetryBudget:
-    """A token bucket of retries shared by all requests of one client.
-
-    Modelled on botocore's retry quota: each retry costs tokens (a timeout
-    costs more, as it held a connection for long), each success refunds one.
-    When a server keeps failing, thousands of waiters stop retrying instead
-    of multiplying its load.
+class AdaptiveLimiter:
+    """How many requests may be in flight, and how fast they may start.
 
     Attributes:
-        capacity: Tokens when full.
-        retry_cost: Tokens a retry after an error answer costs.
-        timeout_cost: Tokens a retry after a timeout or connection error costs.
-        tokens: Tokens left.
+        max_concurrency: Hard ceiling on requests in flight.
+        rate_limit: Hard ceiling on request starts per second, or None.
+        initial: The limit before anything was measured.
+        alpha: Queued requests below which the limit grows.
+        beta: Queued requests above which the limit shrinks.
+        interval: Seconds between two back-offs, and between pace recoveries.
+        decrease: Factor applied to the limit and the pace on a back-off.
+        probe_interval: Seconds between two measurements of the latency floor.
+        limit: The current limit on requests in flight.
+        pace: The current pace (starts per second) after a back-off, or None.
+        floor: The lowest latency seen without a queue of ours, or None.
     """
 
-    capacity: int = 500
-    retry_cost: int = 5
-    timeout_cost: int = 10
-    tokens: int = attrs.field(default=-1)
+    max_concurrency: int = attrs.field(default=64, validator=_at_least_one)
+    rate_limit: float | None = attrs.field(default=None, validator=_positive_or_none)
+    initial: float = 4.0
+    alpha: float = 3.0
+    beta: float = 6.0
+    interval: float = 1.0
+    decrease: float = 0.7
+    probe_interval: float = 10.0
+    limit: float = attrs.field(init=False)
+    pace: float | None = attrs.field(init=False, default=None)
+    floor: float | None = attrs.field(init=False, default=None)
+    in_flight: int = attrs.field(init=False, default=0)
+    _slow_start: bool = attrs.field(init=False, default=True)
+    _window_start: float | None = attrs.field(init=False, default=None)
+    _answers: int = attrs.field(init=False, default=0)
+    _overloads: int = attrs.field(init=False, default=0)
+    _ratio_at_backoff: float | None = attrs.field(init=False, default=None)
+    _cut: bool = attrs.field(init=False, default=False)
+    _last_start: float = attrs.field(init=False, default=-math.inf)
+    _next_probe: float | None = attrs.field(init=False, default=None)
+    _probing: bool = attrs.field(init=False, default=False)
+    _starts: collections.deque[float] = attrs.field(init=False, factory=collections.deque)
 
     def __attrs_post_init__(self) -> None:
-        if self.tokens < 0:
-            self.tokens = self.capacity
+        self.limit = min(float(self.max_concurrency), self.initial)
 
-    def try_spend(self, *, transport: bool) -> bool:
-        """Take the cost of one retry.
+    # -- questions ---------------------------------------------------------------------
 
-        Args:
-            transport: The failure was a timeout or a connection error (costs more).
+    @property
+    def window(self) -> int:
+        """Requests that may be in flight now (1 while the floor is being measured)."""
+        if self._probing:
+            return 1
+        return max(1, min(self.max_concurrency, math.floor(self.limit)))
 
-        Returns:
-            True if the retry may go ahead; False (and nothing taken) when too few
-            tokens are left.
-        """
-        cost = self.timeout_cost if transport else self.retry_cost
-        if self.tokens < cost:
-            return False
-        self.tokens -= cost
-        return True
-
-    def refund(self) -> None:
-        """Give one token back after a success."""
-        self.tokens = min(self.capacity, self.tokens + 1)
-
-
-@attrs.define
-class RateLimiter:
-    """A token bucket whose rate falls after 429 answers and recovers after successes.
-
-    Additive increase, multiplicative decrease: a 429 halves the rate (down to
-    ``minimum``); each later second without one gives back ``recovery`` of
-    the configured rate per second, up to ``rate``.
-
-    Attributes:
-        rate: The configured ceiling, in requests per second.
-        burst: How many requests may go at once after a quiet spell.
-        minimum: The floor the rate never falls below.
-        recovery: Fraction of ``rate`` regained per second after a decrease.
-    """
-
-    rate: float
-    burst: float = 10.0
-    minimum: float = 0.5
-    recovery: float = 0.05
-    current: float = attrs.field(init=False)
-    _tokens: float = attrs.field(init=False)
-    _updated: float | None = attrs.field(init=False, default=None)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.rate > 0:
-            raise ConfigurationError(f"rate must be positive, got {self.rate!r}")
-        self.minimum = min(self.minimum, self.rate)
-        self.current = self.rate
-        self._tokens = self.burst
-
-    def _advance(self, now: float) -> None:
-        if self._updated is None:
-            self._updated = now
-            return
-        elapsed = max(0.0, now - self._updated)
-        self._updated = now
-        self.current = min(self.rate, self.current + self.rate * self.recovery * elapsed)
-        self._tokens = min(self.burst, self._tokens + elapsed * self.current)
-
-    def reserve(self, now: float) -> float:
-        """Reserve one request and return how long to wait before sending it.
-
-        Reservations queue: the tokens may go negative, and each caller waits
-        for its own turn, so concurrent callers are spaced ``1 / current`` apart.
-
-        Args:
-            now: The clock reading.
-
-        Returns:
-            Seconds to wait (0 when a token is free).
-        """
-        self._advance(now)
-        self._tokens -= 1
-        if self._tokens >= 0:
+    def start_delay(self, now: float) -> float:
+        """Return seconds until the pace allows the next start (0 if it may start now)."""
+        rate = self._rate()
+        if rate is None:
             return 0.0
-        return -self._tokens / self.current
+        return max(0.0, self._last_start + 1.0 / rate - now)
 
-    def release(self) -> None:
-        """Give back a reservation that will not be used."""
-        self._tokens = min(self.burst, self._tokens + 1)
+    def may_start(self, now: float) -> bool:
+        """Whether one more request may start at ``now``."""
+        if self._next_probe is not None and now >= self._next_probe and not self._probing:
+            self._probing = True
+        return self.in_flight < self.window and self.start_delay(now) <= 0
 
-    def throttled(self, now: float) -> None:
-        """Note a 429 answer: halve the current rate.
+    def _rate(self) -> float | None:
+        if self.pace is None:
+            return self.rate_limit
+        if self.rate_limit is None:
+            return self.pace
+        return min(self.pace, self.rate_limit)
+
+    # -- events ------------------------------------------------------------------------
+
+    def started(self, now: float) -> int:
+        """Note that a request starts; return how many are in flight with it (1: alone)."""
+        self.in_flight += 1
+        self._last_start = now
+        self._starts.append(now)
+        while self._starts and self._starts[0] <= now - self.interval:
+            self._starts.popleft()
+        return self.in_flight
+
+    def finished(
+        self, now: float, rtt: float | None, *, in_flight: int, overloaded: bool = False
+    ) -> None:
+        """Note that a request ended, and learn from it.
 
         Args:
             now: The clock reading.
+            rtt: The request's latency, for an answer worth learning from
+                (None for a failure without an answer or an unmeasured request).
+            in_flight: What :meth:`started` returned for it.
+            overloaded: The server said it was overloaded (429, 503) or did not
+                answer in time.
         """
-        self._advance(now)
-        self.current = max(self.minimum, self.current / 2)
+        busy = max(in_flight, self.in_flight)  # in flight beside it, at its start or its end
+        self.in_flight = max(0, self.in_flight - 1)
+        alone = in_flight == 1
+        self._count(now, overloaded=overloaded)
+        if overloaded:
+            return
+        if rtt is None or rtt <= 0:
+            return
+        if self._probing:
+            if alone:  # the floor, measured afresh: it may have risen
+                self.floor = rtt
+                self._probing = False
+                self._next_probe = now + self.probe_interval
+            return
+        if self.floor is None or rtt < self.floor:
+            self.floor = rtt
+        if self._next_probe is None:
+            self._next_probe = now + self.probe_interval
+        self._adjust(rtt, busy)
+
+    def _adjust(self, rtt: float, busy: int) -> None:
+        assert self.floor is not None  # noqa: S101 - set just before
+        if busy * 2 + 2 < self.limit:
+            return  # the client is not using its limit: latency says nothing about it
+        queued = self.limit * (1 - self.floor / rtt)
+        if self._slow_start and queued < 1:
+            self.limit += 1.0  # doubles per round trip
+        elif queued < self.alpha:
+            self.limit += 1.0 / self.limit  # one per round trip
+        elif queued > self.beta:
+            self._slow_start = False
+            self.limit = max(1.0, self.limit - 1.0 / self.limit)
+        if queued >= 1:
+            self._slow_start = False
+        self.limit = min(self.limit, float(self.max_concurrency))
+
+    def _count(self, now: float, *, overloaded: bool) -> None:
+        """Count answers per interval; at each interval's end, decide on the pace once."""
+        if self._window_start is None:
+            self._window_start = now
+        if now - self._window_start >= self.interval and self._answers:
+            self._decide(self._overloads / self._answers)
+            self._window_start, self._answers, self._overloads = now, 0, 0
+        self._answers += 1
+        self._overloads += overloaded
+        if overloaded and self._ratio_at_backoff is None and not self._cut:
+            # The first sign of overload: fewer in flight at once; the pace is set
+            # at the interval's end, when the rate sent over it is known.
+            self._cut = True
+            self._slow_start = False
+            self.limit = max(1.0, self.limit * self.decrease)
+
+    def _decide(self, ratio: float) -> None:
+        """Back off, hold or recover, once per interval, by the share of overloaded answers.
+
+        Backing off is what helps when the server rations requests; when the
+        share of overloaded answers does not move with the pace (a proxy that
+        refuses every fifth request whatever the rate), backing off further
+        would only starve the client, so the pace recovers instead.
+        """
+        last = self._ratio_at_backoff
+        moved = last is None or ratio < 0.8 * last or ratio > 1.25 * last
+        if ratio > _NOISE and (moved or ratio > 0.5):  # (most refused: back off regardless)
+            self._back_off()
+            self._ratio_at_backoff = ratio
+        elif self.pace is not None:
+            self.pace *= 1.1
+            sent = len(self._starts) / self.interval
+            if ratio <= _NOISE and self.pace > 2 * max(sent, 1.0):
+                self.pace = None  # well above what the client sends: no longer needed
+                self._ratio_at_backoff = None
+                self._cut = False
+
+    def _back_off(self) -> None:
+        self._slow_start = False
+        if not self._cut:
+            self.limit = max(1.0, self.limit * self.decrease)
+        self._cut = False
+        sent = len(self._starts) / self.interval
+        current = self.pace if self.pace is not None else sent
+        self.pace = max(1.0 / self.interval, min(current, sent) * self.decrease)
+
+
+#: A share of overloaded answers below which the server is taken to be fine.
+_NOISE = 0.01
+
+
+@attrs.define(eq=False)
+class Ticket:
+    """One admitted request: when it started, and how many were in flight with it."""
+
+    started: float
+    in_flight: int
+    spent: bool = False
+
+
+class Gate:
+    """Admits requests under an :class:`AdaptiveLimiter`, first come, first served.
+
+    Args:
+        limiter: The limiter to obey.
+        clock: Clock in seconds.
+        sleep: Coroutine function that sleeps (used to wait for the pace).
+    """
+
+    def __init__(
+        self,
+        limiter: AdaptiveLimiter,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
+        self.limiter = limiter
+        self._clock = clock
+        self._sleep = sleep
+        self._queue: collections.deque[asyncio.Future[Ticket]] = collections.deque()
+        self._pacer: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for their turn."""
+        return len(self._queue)
+
+    async def acquire(self) -> Ticket:
+        """Wait for this request's turn; return its ticket (give it back with :meth:`release`)."""
+        now = self._clock()
+        if not self._queue and self.limiter.may_start(now):
+            return Ticket(now, self.limiter.started(now))
+        future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
+        self._queue.append(future)
+        self._pump()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.give_back(future.result())  # admitted, but its caller is gone
+            else:
+                self._queue.remove(future)
+            raise
+
+    def release(
+        self, ticket: Ticket, *, rtt: float | None = None, overloaded: bool = False
+    ) -> None:
+        """Give back a ticket and teach the limiter what the request showed.
+
+        Args:
+            ticket: What :meth:`acquire` returned.
+            rtt: The request's latency, when it is worth learning from.
+            overloaded: The server said it was overloaded, or did not answer in time.
+        """
+        if ticket.spent:
+            return
+        ticket.spent = True
+        self.limiter.finished(self._clock(), rtt, in_flight=ticket.in_flight, overloaded=overloaded)
+        self._pump()
+
+    def give_back(self, ticket: Ticket) -> None:
+        """Give back a ticket that was not used, teaching the limiter nothing."""
+        if ticket.spent:
+            return
+        ticket.spent = True
+        self.limiter.finished(self._clock(), None, in_flight=ticket.in_flight)
+        self._pump()
+
+    def _pump(self, *, paced: bool = False) -> None:
+        while self._queue:
+            now = self._clock()
+            # After the pacer slept the pace's gap, the head goes whatever the clock says
+            # (an injected sleep need not move the injected clock).
+            if paced and self.limiter.in_flight < self.limiter.window:
+                paced = False
+            elif not self.limiter.may_start(now):
+                delay = self.limiter.start_delay(now)
+                if delay > 0 and self.limiter.in_flight < self.limiter.window:
+                    self._pace_in(delay)
+                return
+            future = self._queue.popleft()
+            if not future.done():
+                future.set_result(Ticket(now, self.limiter.started(now)))
+
+    def _pace_in(self, delay: float) -> None:
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.get_running_loop().create_task(self._pace(delay))
+
+    async def _pace(self, delay: float) -> None:
+        await self._sleep(delay)
+        self._pacer = None
+        self._pump(paced=True)
+
+    async def aclose(self) -> None:
+        """Stop the pacer task, if any."""
+        pacer, self._pacer = self._pacer, None
+        if pacer is not None and not pacer.done():
+            pacer.cancel()
+            await asyncio.wait([pacer])

@@ -1,4 +1,4 @@
-"""Pure timing rules: how long to wait between polls and between retries.
+"""Pure timing rules: how long to wait between polls.
 
 Nothing here sleeps or reads a clock; callers pass the attempt number and a
 random draw, so every schedule is a plain function tests can assert on.
@@ -12,7 +12,7 @@ import attrs
 
 from ._errors import ConfigurationError
 
-__all__ = ["DEFAULT_WAIT_TIMEOUT", "PollPolicy", "retry_delay"]
+__all__ = ["DEFAULT_WAIT_TIMEOUT", "PollPolicy"]
 
 #: Default deadline of a wait, in seconds: finite, so a run stuck in
 #: ``running`` (a real Dify bug) cannot hang a caller forever.
@@ -108,30 +108,3 @@ class PollPolicy:
         except OverflowError:
             base = self.maximum
         return base * (1 - self.jitter * draw)
-
-
-def retry_delay(
-    attempt: int,
-    draw: float = 0.0,
-    *,
-    initial: float = 0.5,
-    maximum: float = 8.0,
-    jitter: float = 0.5,
-) -> float:
-    """Return the backoff before retry number ``attempt`` (0 for the first retry).
-
-    Capped exponential backoff: ``initial * 2 ** attempt`` up to ``maximum``,
-    shortened by up to ``jitter`` (a fraction) at random.
-
-    Args:
-        attempt: How many retries came before this one.
-        draw: A random number in [0, 1); 0 gives the delay without jitter.
-        initial: The first delay, in seconds.
-        maximum: The longest delay, in seconds.
-        jitter: Fraction of the delay that is random.
-
-    Returns:
-        Seconds to wait before retrying.
-    """
-    base = initial * 2.0 ** min(attempt, 32)
-    return min(maximum, base) * (1 - jitter * draw)

@@ -1,10 +1,13 @@
-"""Waiting for runs: deadline-bound polling, shared by every waiter of the same run.
+"""Waiting for runs: what a wait asks of the scheduler, and what it gives back.
 
-Each (run, poll policy) pair on a client has at most one polling loop, a
-:class:`_SharedPoll`; every wait on that run subscribes to it. 1,000 waiters on
-10 runs therefore cost 10 requests per round. The loop owns all timing (its
-sleeps never pass the earliest subscriber's deadline), so one injected clock
-and sleep drive everything, and waiters themselves never sleep.
+Each wait is a small *waiter* attached to the client's
+:class:`~dify_runs._scheduler.Scheduler`: it holds a deadline and receives
+records. ``wait_for_run`` without ``on_update`` is one future; ``watch_run``
+and ``on_update`` read an inbox of records; ``wait_for_runs`` feeds one queue of
+results. Waiters never sleep and never poll: the scheduler does both.
+
+The free functions (``wait_for_run(client, ...)``) delegate to the methods of
+the same name on :class:`~dify_runs.DifyClient`.
 """
 
 from __future__ import annotations
@@ -12,28 +15,37 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import attrs
 
 from . import _protocol
-from ._client import DeadlineReachedError, logger, retry_hint
-from ._errors import ConfigurationError, DifyError, RunFailedError, WaitTimeoutError
+from ._errors import ConfigurationError, DifyError, RunFailedError
 from ._models import RunStatus, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
+from ._scheduler import FIRST_POLL_SPREAD, Scheduler
 
 if TYPE_CHECKING:
     from ._client import DifyClient
 
-__all__ = ["DEFAULT_WAIT_TIMEOUT", "WaitResult", "wait_for_run", "wait_for_runs", "watch_run"]
-
-#: Longest random offset of the first poll when many waits start together.
-FIRST_POLL_SPREAD = 1.0
+__all__ = [
+    "DEFAULT_WAIT_TIMEOUT",
+    "OnUpdate",
+    "WaitResult",
+    "run_wait",
+    "run_waits",
+    "run_watch",
+    "wait_for_run",
+    "wait_for_runs",
+    "watch_run",
+]
 
 _DEFAULT_POLICY = PollPolicy()
 _FAILED = frozenset({RunStatus.FAILED, RunStatus.STOPPED})
 
+#: A callback given every record a wait fetches; it may be sync or async.
 OnUpdate = Callable[[WorkflowRun], "Awaitable[object] | object"]
+Clock = Callable[[], float]
 
 
 @attrs.frozen
@@ -65,209 +77,57 @@ class WaitResult:
         return self.run is not None and self.run.status is RunStatus.SUCCEEDED
 
 
-class _Subscriber(Protocol):
-    deadline: float | None
-    timeout: float | None
-    return_on_paused: bool
-
-    def deliver(self, item: WorkflowRun | BaseException, *, final: bool) -> None: ...
-
-
-def _settles(record: WorkflowRun, return_on_paused: bool) -> bool:
-    return record.status.is_terminal or (return_on_paused and record.status is RunStatus.PAUSED)
-
-
-class _SharedPoll:
-    """One polling loop for one run, feeding every subscriber."""
-
-    __slots__ = (
-        "_first_delay",
-        "_task",
-        "client",
-        "last",
-        "policy",
-        "run_id",
-        "subscribers",
-    )
-
-    def __init__(
-        self, client: DifyClient, run_id: str, policy: PollPolicy, first_delay: float
-    ) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.policy = policy
-        self.subscribers: list[_Subscriber] = []
-        self.last: WorkflowRun | None = None
-        self._first_delay = first_delay
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def key(self) -> tuple[str, PollPolicy]:
-        """This poll's entry in the client's registry."""
-        return (self.run_id, self.policy)
-
-    def subscribe(self, subscriber: _Subscriber) -> None:
-        self.subscribers.append(subscriber)
-        if self.last is not None:
-            # A late joiner sees the latest record at once (it may settle it).
-            self._deliver_record(subscriber, self.last)
-        if self._task is None and self.subscribers:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def unsubscribe(self, subscriber: _Subscriber) -> None:
-        """Remove a subscriber; the last one out stops the loop and waits for it."""
-        if subscriber in self.subscribers:
-            self.subscribers.remove(subscriber)
-        if not self.subscribers:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop polling; any waiter still subscribed is told the client closed."""
-        self._forget()
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-            await asyncio.wait([task])
-        self._fail_all(DifyError("the DifyClient was closed during the wait"))
-
-    def _forget(self) -> None:
-        if self.client._polls.get(self.key) is self:  # noqa: SLF001 - the client's registry
-            del self.client._polls[self.key]  # noqa: SLF001
-
-    def _deliver_record(self, subscriber: _Subscriber, record: WorkflowRun) -> None:
-        final = _settles(record, subscriber.return_on_paused)
-        if final and subscriber in self.subscribers:
-            self.subscribers.remove(subscriber)
-        subscriber.deliver(record, final=final)
-
-    def _fail_all(self, error: BaseException) -> None:
-        subscribers, self.subscribers = self.subscribers, []
-        for subscriber in subscribers:
-            subscriber.deliver(error, final=True)
-
-    def _expire(self, until: float, cause: DifyError | None = None) -> None:
-        """End the wait of every subscriber whose deadline is at or before ``until``."""
-        for subscriber in list(self.subscribers):
-            if subscriber.deadline is not None and subscriber.deadline <= until:
-                self.subscribers.remove(subscriber)
-                error = WaitTimeoutError(self.run_id, self.last, subscriber.timeout)
-                error.__cause__ = cause
-                subscriber.deliver(error, final=True)
-
-    def _earliest_deadline(self) -> float | None:
-        deadlines = [s.deadline for s in self.subscribers if s.deadline is not None]
-        return min(deadlines) if deadlines else None
-
-    async def _sleep_until(self, wake: float) -> None:
-        """Sleep until ``wake``, ending subscribers' waits at their deadlines on the way."""
-        clock = self.client.clock
-        while self.subscribers:
-            now = clock()
-            self._expire(now)
-            if now >= wake or not self.subscribers:
-                return
-            earliest = self._earliest_deadline()
-            until = wake if earliest is None else min(wake, earliest)
-            await self.client.sleep(until - now)
-
-    async def _loop(self) -> None:
-        client = self.client
-        attempt = 0
-        try:
-            if self._first_delay > 0:
-                await self._sleep_until(client.clock() + self._first_delay)
-            while self.subscribers:
-                self._expire(client.clock())
-                if not self.subscribers:
-                    break
-                delay = self.policy.delay(attempt, client.random())
-                attempt += 1
-                try:
-                    record = await client._fetch_run(  # noqa: SLF001 - the wait loop is the client's partner
-                        self.run_id, deadline=self._earliest_deadline()
-                    )
-                except DeadlineReachedError as exc:
-                    # The earliest waiters cannot get another answer in time.
-                    self._expire(exc.resume_at, exc.cause)
-                    await self._sleep_until(exc.resume_at)
-                    continue
-                except DifyError as exc:
-                    # A server that stays flaky past the request's own retries costs
-                    # the wait one poll, as long as the client's retry budget lasts.
-                    if not client._may_retry(exc):  # noqa: SLF001 - shared retry rules
-                        raise
-                    logger.info("poll of run %s failed (%s); polling on", self.run_id, exc)
-                    await self._sleep_until(client.clock() + max(delay, retry_hint(exc)))
-                    continue
-                self.last = record
-                for subscriber in list(self.subscribers):
-                    self._deliver_record(subscriber, record)
-                if not self.subscribers:
-                    break
-                await self._sleep_until(client.clock() + delay)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
-            self._fail_all(exc)
-        finally:
-            self._forget()
-
-
-def _join(
-    client: DifyClient, run_id: str, policy: PollPolicy | None, first_delay: float
-) -> _SharedPoll:
-    canonical = _protocol.canonical_run_id(run_id)
-    policy = policy or _DEFAULT_POLICY
-    key = (canonical, policy)
-    poll = client._polls.get(key)  # noqa: SLF001 - the client's registry
-    if poll is None:
-        if client.closed:
-            raise RuntimeError("this DifyClient is closed; create a new one")
-        poll = _SharedPoll(client, canonical, policy, first_delay)
-        client._polls[key] = poll  # noqa: SLF001
-    return poll
-
-
-def _deadline(client: DifyClient, timeout: float | None) -> float | None:
+def _deadline(clock: Clock, timeout: float | None) -> float | None:
     if timeout is None:
         return None
-    if not timeout >= 0:
+    if not (isinstance(timeout, (int, float)) and timeout >= 0):
         raise ConfigurationError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-    return client.clock() + timeout
+    return clock() + timeout
 
 
-class _Inbox:
-    """A single waiter's subscription: records and errors queue up until read.
+class _Final:
+    """The waiter of a plain ``wait_for_run``: one future for the final item."""
 
-    ``async with`` subscribes it to the run's shared poll and unsubscribes it on
-    the way out, however the wait ends. Slots and a plain list keep the memory of
-    thousands of concurrent waits small.
-    """
-
-    __slots__ = ("_items", "_shared", "_waiter", "deadline", "return_on_paused", "timeout")
+    __slots__ = ("deadline", "future", "return_on_paused", "timeout")
 
     def __init__(
         self,
-        client: DifyClient,
-        run_id: str,
-        *,
+        future: asyncio.Future[WorkflowRun],
+        deadline: float | None,
         timeout: float | None,
-        poll: PollPolicy | None,
         return_on_paused: bool,
     ) -> None:
-        self.deadline = _deadline(client, timeout)
+        self.future: asyncio.Future[WorkflowRun] | None = future
+        self.deadline = deadline
+        self.timeout = timeout
+        self.return_on_paused = return_on_paused
+
+    def deliver(self, item: WorkflowRun | BaseException, *, final: bool) -> None:
+        future = self.future
+        if not final or future is None:
+            return
+        self.future = None  # a settled waiter may linger in the deadline heap: keep it small
+        if future.done():
+            return
+        if isinstance(item, BaseException):
+            future.set_exception(item)
+        else:
+            future.set_result(item)
+
+
+class _Inbox:
+    """The waiter of ``watch_run`` and of waits with ``on_update``: every record, in order."""
+
+    __slots__ = ("_items", "_waiter", "deadline", "return_on_paused", "timeout")
+
+    def __init__(
+        self, deadline: float | None, timeout: float | None, return_on_paused: bool
+    ) -> None:
+        self.deadline = deadline
         self.timeout = timeout
         self.return_on_paused = return_on_paused
         self._items: list[tuple[WorkflowRun | BaseException, bool]] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._shared = _join(client, run_id, poll, 0.0)
-
-    async def __aenter__(self) -> _Inbox:
-        self._shared.subscribe(self)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._shared.unsubscribe(self)
 
     def deliver(self, item: WorkflowRun | BaseException, *, final: bool) -> None:
         self._items.append((item, final))
@@ -300,49 +160,42 @@ def _check_failure(record: WorkflowRun, raise_on_failure: bool) -> None:
         raise RunFailedError(record)
 
 
-async def wait_for_run(
-    client: DifyClient,
+async def run_wait(
+    scheduler: Scheduler,
+    clock: Clock,
     run_id: str,
     *,
-    timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-    poll: PollPolicy | None = None,
-    return_on_paused: bool = True,
-    raise_on_failure: bool = False,
-    on_update: OnUpdate | None = None,
+    timeout: float | None,
+    poll: PollPolicy | None,
+    return_on_paused: bool,
+    raise_on_failure: bool,
+    on_update: OnUpdate | None,
 ) -> WorkflowRun:
-    """Poll a run until it finishes (or pauses), and return its final record.
-
-    Concurrent waits on the same run through the same client share one
-    polling loop. Cancelling the wait stops polling; it never stops the run.
-
-    Args:
-        client: The client to poll with.
-        run_id: The run to wait for.
-        timeout: Seconds before giving up; None waits without a deadline.
-        poll: When to poll; :class:`PollPolicy` defaults otherwise.
-        return_on_paused: Return a ``paused`` record (the run waits for a
-            person). False keeps waiting through pauses.
-        raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
-            ``stopped`` runs instead of returning them.
-        on_update: Called (sync or async) with every record fetched.
-
-    Returns:
-        The first record that is terminal, or paused when ``return_on_paused``.
-
-    Raises:
-        WaitTimeoutError: The deadline passed first; it carries the last record.
-        RunFailedError: With ``raise_on_failure``, the run failed or was stopped.
-        InvalidIdError: ``run_id`` is not a UUID.
-        DifyError: A lookup failed for good (not found, auth, retries spent).
-    """
-    inbox = _Inbox(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
-    async with inbox:
+    """Carry out ``DifyClient.wait_for_run`` on ``scheduler`` (see there)."""
+    canonical = _protocol.canonical_run_id(run_id)
+    policy = poll or _DEFAULT_POLICY
+    deadline = _deadline(clock, timeout)
+    if on_update is None:
+        future: asyncio.Future[WorkflowRun] = asyncio.get_running_loop().create_future()
+        waiter = _Final(future, deadline, timeout, return_on_paused)
+        scheduler.attach(canonical, policy, waiter)
+        try:
+            record = await future
+        finally:
+            scheduler.detach(waiter, canonical, policy)
+        _check_failure(record, raise_on_failure)
+        return record
+    inbox = _Inbox(deadline, timeout, return_on_paused)
+    scheduler.attach(canonical, policy, inbox)
+    try:
         while True:
             record, final = await inbox.next()
             await _call(on_update, record)
             if final:
                 _check_failure(record, raise_on_failure)
                 return record
+    finally:
+        scheduler.detach(inbox, canonical, policy)
 
 
 def _changed(before: WorkflowRun | None, after: WorkflowRun) -> bool:
@@ -354,38 +207,22 @@ def _changed(before: WorkflowRun | None, after: WorkflowRun) -> bool:
     )
 
 
-async def watch_run(
-    client: DifyClient,
+async def run_watch(
+    scheduler: Scheduler,
+    clock: Clock,
     run_id: str,
     *,
-    timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-    poll: PollPolicy | None = None,
-    return_on_paused: bool = True,
+    timeout: float | None,
+    poll: PollPolicy | None,
+    return_on_paused: bool,
 ) -> AsyncGenerator[WorkflowRun, None]:
-    """Yield a run's record each time its status, step count or outputs change.
-
-    The last record yielded is the final one (terminal, or paused when
-    ``return_on_paused``). Deadline rules are those of :func:`wait_for_run`.
-    Close the iterator (``contextlib.aclosing``) to stop polling at once when
-    leaving the loop early.
-
-    Args:
-        client: The client to poll with.
-        run_id: The run to watch.
-        timeout: Seconds before giving up; None watches without a deadline.
-        poll: When to poll.
-        return_on_paused: End at a ``paused`` record.
-
-    Yields:
-        The first record, then each changed record, then the final record.
-
-    Raises:
-        WaitTimeoutError: The deadline passed before the run finished.
-        DifyError: A lookup failed for good.
-    """
+    """Carry out ``DifyClient.watch_run`` on ``scheduler`` (see there)."""
+    canonical = _protocol.canonical_run_id(run_id)
+    policy = poll or _DEFAULT_POLICY
+    inbox = _Inbox(_deadline(clock, timeout), timeout, return_on_paused)
+    scheduler.attach(canonical, policy, inbox)
     previous: WorkflowRun | None = None
-    inbox = _Inbox(client, run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
-    async with inbox:
+    try:
         while True:
             record, final = await inbox.next()
             if final or _changed(previous, record):
@@ -393,10 +230,12 @@ async def watch_run(
                 yield record
             if final:
                 return
+    finally:
+        scheduler.detach(inbox, canonical, policy)
 
 
 class _Sink:
-    """One run's subscription inside :func:`wait_for_runs`: only final items go out."""
+    """One run's waiter inside ``wait_for_runs``: only final items go out, as results."""
 
     __slots__ = (
         "_raise_on_failure",
@@ -429,7 +268,7 @@ class _Sink:
         if isinstance(item, DifyError):
             self._results.put_nowait(WaitResult(self.run_id, error=item))
         elif isinstance(item, BaseException):
-            error = _UnexpectedError(f"{type(item).__name__} in a polling loop: {item}")
+            error = _UnexpectedError(f"{type(item).__name__} in a poll: {item}")
             error.__cause__ = item
             self._results.put_nowait(WaitResult(self.run_id, error=error))
         elif self._raise_on_failure and item.status in _FAILED:
@@ -439,10 +278,111 @@ class _Sink:
 
 
 class _UnexpectedError(DifyError):
-    """Internal: a non-library exception inside a polling loop, kept as a result."""
+    """Internal: a non-library exception inside a poll, kept as a result."""
 
 
-async def wait_for_runs(
+async def run_waits(
+    scheduler: Scheduler,
+    clock: Clock,
+    run_ids: Iterable[str],
+    *,
+    timeout: float | None,
+    poll: PollPolicy | None,
+    return_on_paused: bool,
+    raise_on_failure: bool,
+) -> AsyncGenerator[WaitResult, None]:
+    """Carry out ``DifyClient.wait_for_runs`` on ``scheduler`` (see there)."""
+    results: asyncio.Queue[WaitResult] = asyncio.Queue()
+    deadline = _deadline(clock, timeout)
+    policy = poll or _DEFAULT_POLICY
+    spread = min(FIRST_POLL_SPREAD, policy.initial)
+    attached: list[tuple[_Sink, str]] = []
+    expected = 0
+    try:
+        for run_id in run_ids:
+            expected += 1
+            try:
+                canonical = _protocol.canonical_run_id(run_id)
+            except DifyError as error:
+                results.put_nowait(WaitResult(run_id, error=error))
+                continue
+            sink = _Sink(run_id, results, deadline, timeout, return_on_paused, raise_on_failure)
+            scheduler.attach(canonical, policy, sink, spread=spread)
+            attached.append((sink, canonical))
+        for _ in range(expected):
+            yield await results.get()
+    finally:
+        for sink, canonical in attached:
+            scheduler.detach(sink, canonical, policy)
+
+
+# -- the free functions: the same as DifyClient's methods --------------------------------
+
+
+async def wait_for_run(
+    client: DifyClient,
+    run_id: str,
+    *,
+    timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+    poll: PollPolicy | None = None,
+    return_on_paused: bool = True,
+    raise_on_failure: bool = False,
+    on_update: OnUpdate | None = None,
+) -> WorkflowRun:
+    """Wait for a run to finish (or pause); the same as :meth:`DifyClient.wait_for_run`.
+
+    Args:
+        client: The client to poll with.
+        run_id: The run to wait for.
+        timeout: Seconds before giving up; None waits without a deadline.
+        poll: When to poll; :class:`PollPolicy` defaults otherwise.
+        return_on_paused: Return a ``paused`` record. False keeps waiting.
+        raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
+        on_update: Called (sync or async) with every record fetched.
+
+    Returns:
+        The first record that is terminal, or paused when ``return_on_paused``.
+
+    Raises:
+        WaitTimeoutError: The deadline passed first; it carries the last record.
+        RunFailedError: With ``raise_on_failure``, the run failed or was stopped.
+        InvalidIdError: ``run_id`` is not a UUID.
+        DifyError: A lookup failed for good (not found, auth, retries spent).
+    """
+    return await client.wait_for_run(
+        run_id,
+        timeout=timeout,
+        poll=poll,
+        return_on_paused=return_on_paused,
+        raise_on_failure=raise_on_failure,
+        on_update=on_update,
+    )
+
+
+def watch_run(
+    client: DifyClient,
+    run_id: str,
+    *,
+    timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+    poll: PollPolicy | None = None,
+    return_on_paused: bool = True,
+) -> AsyncGenerator[WorkflowRun, None]:
+    """Yield a run's record each time it changes; the same as :meth:`DifyClient.watch_run`.
+
+    Args:
+        client: The client to poll with.
+        run_id: The run to watch.
+        timeout: Seconds before giving up; None watches without a deadline.
+        poll: When to poll.
+        return_on_paused: End at a ``paused`` record.
+
+    Returns:
+        An async generator of records: the first, each changed one, then the final one.
+    """
+    return client.watch_run(run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
+
+
+def wait_for_runs(
     client: DifyClient,
     run_ids: Iterable[str],
     *,
@@ -451,46 +391,23 @@ async def wait_for_runs(
     return_on_paused: bool = True,
     raise_on_failure: bool = False,
 ) -> AsyncGenerator[WaitResult, None]:
-    """Wait for many runs at once, yielding each result as soon as it is known.
-
-    First polls are spread over a random offset (up to a second) so that
-    thousands of waits started together do not poll in lock-step; the client's
-    concurrency bound, rate limit and retry budget apply to them all.
-    Leaving the loop early, or cancelling it, stops every poll (close the
-    iterator with ``contextlib.aclosing`` to do so at once).
+    """Wait for many runs at once; the same as :meth:`DifyClient.wait_for_runs`.
 
     Args:
         client: The client to poll with.
         run_ids: The runs to wait for (duplicates share one poll).
-        timeout: Seconds before each unfinished run yields a
-            :class:`WaitTimeoutError`; None waits without a deadline.
+        timeout: Seconds before each unfinished run yields a :class:`WaitTimeoutError`.
         poll: When to poll.
         return_on_paused: Treat ``paused`` as final.
-        raise_on_failure: Report ``failed`` and ``stopped`` runs as
-            :class:`RunFailedError` results.
+        raise_on_failure: Report ``failed`` and ``stopped`` runs as :class:`RunFailedError`.
 
-    Yields:
-        One :class:`WaitResult` per run id given, in completion order. An id
-        that fails (not a UUID, not found, deadline, auth) yields its error.
+    Returns:
+        An async generator of one :class:`WaitResult` per run id, in completion order.
     """
-    results: asyncio.Queue[WaitResult] = asyncio.Queue()
-    deadline = _deadline(client, timeout)
-    subscriptions: list[tuple[_SharedPoll, _Sink]] = []
-    spread = min(FIRST_POLL_SPREAD, (poll or _DEFAULT_POLICY).initial)
-    expected = 0
-    try:
-        for run_id in run_ids:
-            expected += 1
-            try:
-                shared = _join(client, run_id, poll, spread * client.random())
-            except DifyError as error:
-                results.put_nowait(WaitResult(run_id, error=error))
-                continue
-            sink = _Sink(run_id, results, deadline, timeout, return_on_paused, raise_on_failure)
-            subscriptions.append((shared, sink))
-            shared.subscribe(sink)
-        for _ in range(expected):
-            yield await results.get()
-    finally:
-        for shared, sink in subscriptions:
-            await shared.unsubscribe(sink)
+    return client.wait_for_runs(
+        run_ids,
+        timeout=timeout,
+        poll=poll,
+        return_on_paused=return_on_paused,
+        raise_on_failure=raise_on_failure,
+    )

@@ -1,78 +1,235 @@
-"""Client-wide coordination: the retry budget and the adaptive rate limiter."""
+"""The adaptive limit (dify_runs._limits): pure arithmetic first, then the asyncio gate."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from dify_runs import RateLimiter, RetryBudget
+from dify_runs import AdaptiveLimiter, ConfigurationError
+from dify_runs._limits import Gate
+from dify_runs.testing import VirtualClock
 
 
-def test_budget_spends_and_refunds() -> None:
-    """Retries cost tokens, transport failures cost more, successes refund one."""
-    budget = RetryBudget(capacity=20, retry_cost=5, timeout_cost=10)
-    assert budget.try_spend(transport=False)
-    assert budget.tokens == 15
-    assert budget.try_spend(transport=True)
-    assert budget.tokens == 5
-    assert not budget.try_spend(transport=True)
-    assert budget.tokens == 5
-    assert budget.try_spend(transport=False)
-    assert not budget.try_spend(transport=False)
-    budget.refund()
-    assert budget.tokens == 1
-    for _ in range(100):
-        budget.refund()
-    assert budget.tokens == 20
+def run_round(limiter: AdaptiveLimiter, now: float, rtt: float) -> None:
+    """Start as many requests as the limiter allows, then finish them all with ``rtt``."""
+    started = []
+    while limiter.may_start(now):
+        started.append(limiter.started(now))
+    for in_flight in started:
+        limiter.finished(now + rtt, rtt, in_flight=in_flight)
 
 
-def test_limiter_bursts_then_spaces_requests() -> None:
-    """After the burst, reservations queue 1/rate apart."""
-    limiter = RateLimiter(rate=10, burst=3)
-    waits = [limiter.reserve(0.0) for _ in range(6)]
-    assert waits[:3] == [0.0, 0.0, 0.0]
-    assert waits[3:] == pytest.approx([0.1, 0.2, 0.3])
+def fifo_round(limiter: AdaptiveLimiter, now: float, service: float) -> float:
+    """One round against a server that answers one request per ``service`` seconds, in order."""
+    started = []
+    while limiter.may_start(now):
+        started.append(limiter.started(now))
+    for position, in_flight in enumerate(started, 1):
+        limiter.finished(now + service * position, service * position, in_flight=in_flight)
+    return now + service * len(started)
 
 
-def test_limiter_refills_over_time() -> None:
-    """Tokens come back at the current rate."""
-    limiter = RateLimiter(rate=10, burst=1)
-    assert limiter.reserve(0.0) == 0.0
-    assert limiter.reserve(0.0) == pytest.approx(0.1)
-    assert limiter.reserve(10.0) == 0.0
+def test_grows_while_latency_stays_at_its_floor() -> None:
+    """No queue at the server: the limit about doubles per round trip, up to the ceiling."""
+    limiter = AdaptiveLimiter(max_concurrency=64)
+    assert limiter.window == 4
+    now = 0.0
+    for _ in range(3):
+        before = limiter.window
+        run_round(limiter, now, 0.010)
+        now += 0.010
+        assert limiter.window >= 1.7 * before
+    for _ in range(5):
+        run_round(limiter, now, 0.010)
+        now += 0.010
+    assert limiter.window == 64  # the user's ceiling holds
 
 
-def test_limiter_halves_on_429_and_recovers() -> None:
-    """A 429 halves the rate; quiet time brings it back additively, up to the ceiling."""
-    limiter = RateLimiter(rate=20, burst=1, recovery=0.05)
-    limiter.reserve(0.0)
-    limiter.throttled(0.0)
-    assert limiter.current == 10
-    limiter.throttled(0.0)
-    assert limiter.current == 5
-    limiter.reserve(5.0)  # 5 s x 20 x 0.05 = +5
-    assert limiter.current == pytest.approx(10)
-    limiter.reserve(100.0)
-    assert limiter.current == 20
+@pytest.mark.parametrize("start", [1.0, 4.0, 40.0], ids=["from-1", "from-4", "from-40"])
+def test_finds_a_one_at_a_time_servers_capacity(start: float) -> None:
+    """Against a FIFO server it settles with alpha..beta requests queued, from below or above."""
+    limiter = AdaptiveLimiter(max_concurrency=64)
+    limiter.limit = start
+    now = 0.0
+    for _ in range(400):
+        now = fifo_round(limiter, now, 0.00625)
+    # With L in flight, L - 1 wait at the server: full throughput, a short queue.
+    assert limiter.alpha <= limiter.window - 1 <= limiter.beta + 1
 
 
-def test_limiter_has_a_floor() -> None:
-    """Repeated 429s never stop requests altogether."""
-    limiter = RateLimiter(rate=4, minimum=1)
-    for _ in range(20):
-        limiter.throttled(0.0)
-    assert limiter.current == 1
+def test_shrinks_when_latency_climbs() -> None:
+    """Latency far above the floor (a deep queue) lowers the limit, one per round trip."""
+    limiter = AdaptiveLimiter(max_concurrency=64)
+    run_round(limiter, 0.0, 0.010)  # floor 10 ms
+    limiter.limit = 40.0
+    before = limiter.limit
+    run_round(limiter, 1.0, 0.100)  # 40 * (1 - 0.1) = 36 queued: far above beta
+    assert limiter.limit == pytest.approx(before - 1, abs=0.05)
 
 
-def test_release_returns_a_reservation() -> None:
-    """An unused reservation is given back."""
-    limiter = RateLimiter(rate=10, burst=1)
-    limiter.reserve(0.0)
-    wait = limiter.reserve(0.0)
-    limiter.release()
-    assert limiter.reserve(0.0) == pytest.approx(wait)
+def test_holds_between_alpha_and_beta() -> None:
+    """With 3 to 6 requests queued the limit stays put."""
+    limiter = AdaptiveLimiter()
+    run_round(limiter, 0.0, 0.010)
+    limiter.limit = 10.0
+    run_round(limiter, 1.0, 0.020)  # 10 * (1 - 0.5) = 5 queued
+    assert limiter.limit == 10.0
 
 
-def test_rate_must_be_positive() -> None:
-    """A zero rate is refused."""
-    with pytest.raises(ValueError):
-        RateLimiter(rate=0)
+def test_an_idle_client_does_not_grow() -> None:
+    """A client that uses few of its slots learns nothing about the server's capacity."""
+    limiter = AdaptiveLimiter()
+    limiter.limit = 20.0
+    for step in range(50):
+        limiter.finished(step + 0.01, 0.01, in_flight=limiter.started(float(step)))
+    assert limiter.limit == 20.0
+
+
+def test_one_back_off_per_interval_under_a_429_storm() -> None:
+    """Fifty 429s within one interval cut the limit once, and set the pace once, at its end."""
+    limiter = AdaptiveLimiter(interval=1.0)
+    limiter.limit = 20.0
+    for i in range(100):  # 100 starts in the last second: 100 requests/s sent
+        limiter.started(i / 100)
+    for i in range(50):
+        limiter.finished(1.0 + i / 100, None, in_flight=5, overloaded=True)
+    assert limiter.limit == pytest.approx(14.0)
+    assert limiter.pace is None
+    limiter.finished(2.1, None, in_flight=5, overloaded=True)  # the interval is over
+    assert limiter.limit == pytest.approx(14.0)
+    assert limiter.pace == pytest.approx(70.0)
+    for i in range(50):
+        limiter.finished(2.2 + i / 100, None, in_flight=5, overloaded=True)
+    limiter.finished(3.2, None, in_flight=5, overloaded=True)  # the next interval: once more
+    assert limiter.limit == pytest.approx(9.8)
+    assert limiter.pace == pytest.approx(49.0)
+
+
+def test_pace_recovers_and_is_lifted() -> None:
+    """After a back-off the pace grows 10 % per quiet interval and is dropped when idle."""
+    limiter = AdaptiveLimiter(interval=1.0)
+    for i in range(100):
+        limiter.started(i / 100)
+    limiter.finished(1.0, None, in_flight=5, overloaded=True)
+    limiter.finished(1.5, None, in_flight=5, overloaded=True)
+    assert limiter.pace is None
+    limiter.finished(2.1, 0.01, in_flight=5)
+    assert limiter.pace == pytest.approx(70.0)
+    limiter.finished(2.5, 0.01, in_flight=limiter.started(2.5))
+    limiter.finished(3.2, 0.01, in_flight=limiter.started(3.2))
+    assert limiter.pace is None  # a quiet interval, well above the 2 requests/s now sent
+
+
+def test_overloads_that_do_not_follow_the_pace_do_not_starve_the_client() -> None:
+    """A proxy refusing every fifth request whatever the rate: one back-off, then recovery."""
+    limiter = AdaptiveLimiter(interval=1.0)
+    now, paces = 0.0, []
+    for second in range(30):
+        for i in range(100):
+            now = second + i / 100
+            limiter.finished(now, 0.01, in_flight=limiter.started(now), overloaded=i % 5 == 0)
+        paces.append(limiter.pace)
+    assert min(p for p in paces if p is not None) >= 40  # never collapses
+    assert paces[-1] is not None
+    assert paces[-1] > paces[2]  # and recovers
+
+
+def test_overloads_that_follow_the_pace_keep_backing_off() -> None:
+    """A server rationing 50 requests a second: the pace comes down to about that."""
+    limiter = AdaptiveLimiter(interval=1.0)
+    now = 0.0
+    for second in range(40):
+        admitted = 0
+        steps = 200
+        for i in range(steps):
+            now = second + i / steps
+            if not limiter.may_start(now):
+                continue
+            in_flight = limiter.started(now)
+            admitted += 1
+            limiter.finished(now, 0.001, in_flight=in_flight, overloaded=admitted > 50)
+    assert limiter.pace is not None
+    assert 30 <= limiter.pace <= 80
+
+
+def test_pace_spaces_starts() -> None:
+    """With a pace, the next start waits 1/pace after the last one."""
+    limiter = AdaptiveLimiter(rate_limit=10.0)
+    assert limiter.may_start(0.0)
+    limiter.started(0.0)
+    assert not limiter.may_start(0.05)
+    assert limiter.start_delay(0.05) == pytest.approx(0.05)
+    assert limiter.may_start(0.1)
+
+
+def test_floor_probe_runs_one_request_alone() -> None:
+    """Every probe_interval one request runs alone, and its latency becomes the floor."""
+    limiter = AdaptiveLimiter(probe_interval=10.0)
+    run_round(limiter, 0.0, 0.010)
+    assert limiter.floor == 0.010
+    assert limiter.window > 1
+    assert not limiter.may_start(10.5) or limiter.window == 1
+    assert limiter.window == 1
+    in_flight = limiter.started(10.5)
+    assert in_flight == 1
+    limiter.finished(10.6, 0.030, in_flight=in_flight)  # the server got slower
+    assert limiter.floor == 0.030
+    assert limiter.window > 1
+
+
+def test_bad_ceilings_are_refused() -> None:
+    """max_concurrency and rate_limit are checked."""
+    with pytest.raises(ConfigurationError):
+        AdaptiveLimiter(max_concurrency=0)
+    with pytest.raises(ConfigurationError):
+        AdaptiveLimiter(rate_limit=0)
+
+
+async def test_gate_admits_first_come_first_served() -> None:
+    """Beyond the window, requests wait their turn in order."""
+    clock = VirtualClock()
+    gate = Gate(AdaptiveLimiter(max_concurrency=1), clock.now, clock.sleep)
+    first = await gate.acquire()
+    order: list[int] = []
+
+    async def take(number: int) -> None:
+        ticket = await gate.acquire()
+        order.append(number)
+        gate.release(ticket, rtt=0.01)
+
+    waiting = [asyncio.ensure_future(take(n)) for n in range(3)]
+    await asyncio.sleep(0)
+    assert gate.queued == 3
+    gate.release(first, rtt=0.01)
+    await asyncio.gather(*waiting)
+    assert order == [0, 1, 2]
+    await gate.aclose()
+
+
+async def test_gate_cancelled_waiter_gives_its_turn_away() -> None:
+    """A request cancelled while queued leaves the queue and holds no slot."""
+    clock = VirtualClock()
+    limiter = AdaptiveLimiter(max_concurrency=1)
+    gate = Gate(limiter, clock.now, clock.sleep)
+    first = await gate.acquire()
+    waiting = asyncio.ensure_future(gate.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert gate.queued == 0
+    gate.release(first)
+    assert limiter.in_flight == 0
+    await gate.aclose()
+
+
+async def test_gate_paces_on_the_injected_clock() -> None:
+    """With rate_limit=2, three requests take one virtual second, not one real second."""
+    clock = VirtualClock()
+    gate = Gate(AdaptiveLimiter(rate_limit=2.0), clock.now, clock.sleep)
+    start = clock.now()
+    for _ in range(3):
+        gate.release(await gate.acquire())
+    assert clock.now() - start == pytest.approx(1.0)
+    await gate.aclose()

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dify_runs import PollPolicy
-from dify_runs._policy import retry_delay
 
 
 def schedule(policy: PollPolicy, count: int) -> list[float]:
@@ -93,16 +92,3 @@ def test_policies_are_hashable_values() -> None:
     """Equal policies are equal and hash alike (waits coalesce by policy)."""
     assert PollPolicy() == PollPolicy()
     assert hash(PollPolicy.fixed(1)) == hash(PollPolicy.fixed(1))
-
-
-def test_retry_delay_grows_and_caps() -> None:
-    """Retry backoff doubles from 0.5 s up to 8 s."""
-    assert [retry_delay(n) for n in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    assert retry_delay(10**6) == 8.0
-
-
-@given(attempt=st.integers(0, 100), draw=st.floats(0, 1, exclude_max=True))
-def test_retry_jitter_is_bounded(attempt: int, draw: float) -> None:
-    """Jitter keeps a retry delay within half of its base."""
-    base = retry_delay(attempt)
-    assert base / 2 <= retry_delay(attempt, draw) <= base

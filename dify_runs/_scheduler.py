@@ -1,0 +1,444 @@
+"""The poll scheduler: one per client, driving every wait's polls from a heap of due times.
+
+A wait is a *waiter* (a small object with a deadline and a ``deliver`` method)
+attached to an *entry*, one per (run, poll policy): 1,000 waits on 10 runs are
+10 entries, polled once each per round. Two tasks do all the timing:
+
+- the dispatcher sleeps until the earliest entry is due, waits for the client's
+  :class:`~dify_runs._limits.Gate` to admit a request, then polls the entry that
+  is *then* due earliest (so when demand exceeds what the server takes, polls
+  are served earliest-due first: lag grows evenly, nobody starves);
+- the timekeeper ends waits at their deadlines. While polls are in flight it
+  does not sleep: each poll's time limit is cut to its earliest waiter's
+  deadline, and the timekeeper looks again when a poll ends. (So a
+  :class:`~dify_runs.testing.VirtualClock`, which moves only when everything
+  sleeps, never jumps while a request is on the wire.)
+
+A poll in flight is a task until its answer arrives (as many as the gate
+admits); nothing else holds a task per run. A failed poll is retried by the
+same :class:`~dify_runs._retry.RetryRule` as a lookup, paid from the same
+budget, by rescheduling its entry: there is one retry layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ._errors import ClientClosedError, DifyError, WaitTimeoutError
+from ._limits import Gate, Ticket
+from ._models import RunStatus, WorkflowRun
+from ._policy import PollPolicy
+from ._retry import RetryBudget, RetryRule
+
+__all__ = ["FIRST_POLL_SPREAD", "Scheduler", "Waiter"]
+
+logger = logging.getLogger("dify_runs")
+
+#: Longest random offset of a first poll when many waits start together, in seconds.
+FIRST_POLL_SPREAD = 1.0
+
+#: One poll attempt for a run id, holding an admitted ticket (which it gives back),
+#: with a time limit in seconds.
+Fetch = Callable[[str, Ticket, float], Awaitable[WorkflowRun]]
+
+
+class Waiter(Protocol):
+    """What the scheduler feeds: records as they come, then one final item."""
+
+    deadline: float | None
+    timeout: float | None
+    return_on_paused: bool
+
+    def deliver(self, item: WorkflowRun | BaseException, *, final: bool) -> None:
+        """Take a record (``final`` when it ends the wait) or the error that ends it."""
+
+
+def settles(record: WorkflowRun, return_on_paused: bool) -> bool:
+    """Whether ``record`` ends a wait: terminal, or paused when paused ends it."""
+    return record.status.is_terminal or (return_on_paused and record.status is RunStatus.PAUSED)
+
+
+class _Entry:
+    """One run's polling state, shared by every waiter on it."""
+
+    __slots__ = (
+        "due",
+        "failures",
+        "last",
+        "last_error",
+        "policy",
+        "polls",
+        "run_id",
+        "task",
+        "waiters",
+    )
+
+    def __init__(self, run_id: str, policy: PollPolicy) -> None:
+        self.run_id = run_id
+        self.policy = policy
+        self.waiters: list[Waiter] = []
+        self.due: float | None = None  # when the next poll is due; None while none is
+        self.polls = 0
+        self.failures = 0
+        self.last: WorkflowRun | None = None
+        self.last_error: DifyError | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class Scheduler:
+    """Drives the polls of every wait on one client.
+
+    Args:
+        fetch: One poll attempt (the client's GET, given an admitted ticket).
+        gate: The client's gate, shared with its lookups.
+        rule: The retry rule for failed polls (``max_retries`` applies only
+            while the client has never had an answer from Dify).
+        budget: The client's retry budget.
+        contacted: Whether the client has ever had an answer from Dify.
+        request_timeout: The longest a poll may take, in seconds.
+        clock: Clock in seconds.
+        sleep: Coroutine function that sleeps.
+        random: Source of floats in [0, 1) for jitter and the first-poll spread.
+    """
+
+    def __init__(
+        self,
+        *,
+        fetch: Fetch,
+        gate: Gate,
+        rule: RetryRule,
+        budget: RetryBudget,
+        contacted: Callable[[], bool],
+        request_timeout: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+        random: Callable[[], float],
+    ) -> None:
+        self._fetch = fetch
+        self._gate = gate
+        self._rule = rule
+        self._budget = budget
+        self._contacted = contacted
+        self._request_timeout = request_timeout
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._entries: dict[tuple[str, PollPolicy], _Entry] = {}
+        self._due: list[tuple[float, int, _Entry]] = []
+        self._deadlines: list[tuple[float, int, Waiter, _Entry]] = []
+        self._seq = itertools.count()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._timekeeper: asyncio.Task[None] | None = None
+        self._poll_wake: asyncio.Future[None] | None = None
+        self._deadline_wake: asyncio.Future[None] | None = None
+        self._polling: set[asyncio.Task[None]] = set()
+        self._deadline_pushes = 0
+        self._closed = False
+
+    # -- waiters -----------------------------------------------------------------------
+
+    @property
+    def entries(self) -> int:
+        """Runs being polled (each shared by all of its waiters)."""
+        return len(self._entries)
+
+    def attach(
+        self, run_id: str, policy: PollPolicy, waiter: Waiter, *, spread: float | None = None
+    ) -> None:
+        """Start feeding ``waiter`` with the records of ``run_id``.
+
+        Args:
+            run_id: The canonical run id.
+            policy: When to poll.
+            waiter: What to feed.
+            spread: Longest random offset of the run's first poll; None spreads
+                only when many polls are already due (a crowd started together).
+        """
+        if self._closed:
+            raise ClientClosedError("this DifyClient is closed; create a new one")
+        key = (run_id, policy)
+        entry = self._entries.get(key)
+        new = entry is None
+        if entry is None:
+            entry = self._entries[key] = _Entry(run_id, policy)
+        entry.waiters.append(waiter)
+        if waiter.deadline is not None:
+            self._push_deadline(waiter, entry)
+        if entry.last is not None:
+            # A late joiner sees the latest record at once (it may settle it).
+            self._deliver(entry, waiter, entry.last)
+        if new:
+            if spread is None:
+                crowded = len(self._due) >= max(8, 2 * self._gate.limiter.window)
+                spread = min(FIRST_POLL_SPREAD, policy.initial) if crowded else 0.0
+            self._schedule(entry, self._clock() + spread * self._random())
+
+    def detach(self, waiter: Waiter, run_id: str, policy: PollPolicy) -> None:
+        """Stop feeding ``waiter``; the last waiter out stops the run's polling."""
+        entry = self._entries.get((run_id, policy))
+        if entry is not None and waiter in entry.waiters:
+            entry.waiters.remove(waiter)
+            if not entry.waiters:
+                self._drop(entry)
+
+    def _deliver(self, entry: _Entry, waiter: Waiter, record: WorkflowRun) -> None:
+        final = settles(record, waiter.return_on_paused)
+        if final:
+            entry.waiters.remove(waiter)
+        waiter.deliver(record, final=final)
+
+    def _fail(self, entry: _Entry, error: BaseException) -> None:
+        waiters, entry.waiters = entry.waiters, []
+        self._drop(entry)
+        for waiter in waiters:
+            waiter.deliver(error, final=True)
+
+    def _drop(self, entry: _Entry) -> None:
+        key = (entry.run_id, entry.policy)
+        if self._entries.get(key) is entry:
+            del self._entries[key]
+        entry.due = None
+        entry.last = entry.last_error = None  # a dead entry may linger in a heap: keep it small
+        task, entry.task = entry.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # nobody waits for this answer any more
+
+    # -- the poll heap -----------------------------------------------------------------
+
+    def _schedule(self, entry: _Entry, when: float) -> None:
+        entry.due = when
+        heapq.heappush(self._due, (when, next(self._seq), entry))
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        elif self._due[0][2] is entry:
+            _wake(self._poll_wake)
+
+    def _pop_due(self, now: float) -> _Entry | None:
+        """Pop the entry due earliest if it is due by ``now`` (skipping stale heap items)."""
+        while self._due:
+            when, _, entry = self._due[0]
+            if entry.due != when or not entry.waiters:
+                heapq.heappop(self._due)  # rescheduled or dropped since
+                continue
+            if when > now:
+                return None
+            heapq.heappop(self._due)
+            entry.due = None
+            return entry
+        return None
+
+    def _next_due(self) -> float | None:
+        while self._due:
+            when, _, entry = self._due[0]
+            if entry.due == when and entry.waiters:
+                return when
+            heapq.heappop(self._due)
+        return None
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        slept_until = -math.inf
+        while True:
+            when = self._next_due()
+            # A sleep that ran its course counts as time passed, whatever the clock says
+            # (an injected sleep need not move the injected clock).
+            now = max(self._clock(), slept_until)
+            if when is None or when > now:
+                self._poll_wake = loop.create_future()
+                if await self._sleep_until(when, self._poll_wake):
+                    slept_until = when if when is not None else slept_until
+                continue
+            ticket = await self._gate.acquire()
+            now = max(self._clock(), slept_until)
+            entry = self._pop_due(now)
+            if entry is None:
+                self._gate.give_back(ticket)
+                continue
+            limit = _earliest(entry)
+            if limit is not None and limit <= now:
+                self._gate.give_back(ticket)
+                self._expire_due(entry, now)
+                continue
+            time_limit = self._request_timeout if limit is None else limit - now
+            entry.task = task = loop.create_task(self._poll(entry, ticket, time_limit))
+            self._polling.add(task)
+            # A poll cancelled before it ran never reached the code that gives its ticket back.
+            task.add_done_callback(functools.partial(self._poll_done, ticket=ticket))
+            _wake(self._deadline_wake)  # the timekeeper stops sleeping while a poll is out
+
+    async def _sleep_until(self, when: float | None, wake: asyncio.Future[None]) -> bool:
+        """Sleep until ``when`` (forever if None), or until ``wake`` is set.
+
+        Returns:
+            True when the sleep ran its course, False when ``wake`` cut it short.
+        """
+        if when is None:
+            await wake
+            return False
+        sleeper = asyncio.ensure_future(self._sleep(max(0.0, when - self._clock())))
+        try:
+            await asyncio.wait([sleeper, wake], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not sleeper.done():
+                sleeper.cancel()
+                await asyncio.wait([sleeper])
+        return not wake.done()
+
+    async def _poll(self, entry: _Entry, ticket: Ticket, time_limit: float) -> None:
+        try:
+            record = await self._fetch(entry.run_id, ticket, time_limit)
+        except DifyError as error:
+            self._failed(entry, error)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - every waiter must hear of it
+            self._fail(entry, error)
+            return
+        finally:
+            if entry.task is asyncio.current_task():
+                entry.task = None
+        self._got(entry, record)
+
+    def _poll_done(self, task: asyncio.Task[None], *, ticket: Ticket) -> None:
+        self._polling.discard(task)
+        self._gate.give_back(ticket)  # a no-op when the poll gave it back itself
+        _wake(self._deadline_wake)  # the timekeeper looks again after every poll
+
+    def _got(self, entry: _Entry, record: WorkflowRun) -> None:
+        entry.last = record
+        entry.last_error = None
+        entry.failures = 0
+        for waiter in list(entry.waiters):
+            self._deliver(entry, waiter, record)
+        if not entry.waiters:
+            self._drop(entry)
+            return
+        delay = entry.policy.delay(entry.polls, self._random())
+        entry.polls += 1
+        self._schedule(entry, self._clock() + delay)
+
+    def _failed(self, entry: _Entry, error: DifyError) -> None:
+        entry.last_error = error
+        if not entry.waiters:
+            self._drop(entry)
+            return
+        deadlines = [w.deadline for w in entry.waiters]
+        latest = None if None in deadlines else max(d for d in deadlines if d is not None)
+        rule = self._rule if not self._contacted() else _PERSISTENT
+        decision = rule.decide(
+            error,
+            attempt=entry.failures,
+            budget=self._budget,
+            now=self._clock(),
+            deadline=latest,
+            draw=self._random(),
+        )
+        entry.failures += 1
+        if decision.retry:
+            logger.info(
+                "poll of run %s failed (%s); polling again in %.2f s",
+                entry.run_id,
+                error,
+                decision.delay,
+            )
+            self._schedule(entry, self._clock() + decision.delay)
+        elif decision.reason == "deadline":
+            # No waiter's deadline allows another try: end them all now, not at the deadline.
+            for waiter in list(entry.waiters):
+                self._expire(waiter, entry)
+        else:
+            self._fail(entry, error)
+
+    # -- deadlines ---------------------------------------------------------------------
+
+    def _push_deadline(self, waiter: Waiter, entry: _Entry) -> None:
+        assert waiter.deadline is not None  # noqa: S101 - checked by the caller
+        heapq.heappush(self._deadlines, (waiter.deadline, next(self._seq), waiter, entry))
+        self._deadline_pushes += 1
+        if self._deadline_pushes > max(1024, len(self._deadlines)):
+            # Settled waits leave their deadlines behind: sweep them out now and then.
+            self._deadline_pushes = 0
+            self._deadlines = [item for item in self._deadlines if item[2] in item[3].waiters]
+            heapq.heapify(self._deadlines)
+        if self._timekeeper is None:
+            self._timekeeper = asyncio.get_running_loop().create_task(self._keep_time())
+        elif self._deadlines[0][2] is waiter:
+            _wake(self._deadline_wake)
+
+    async def _keep_time(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = self._clock()
+            deferred = []
+            while self._deadlines and self._deadlines[0][0] <= now:
+                item = heapq.heappop(self._deadlines)
+                if item[3].task is None:
+                    self._expire(item[2], item[3])
+                else:  # its poll is cut at this deadline and will say how it ended
+                    deferred.append(item)
+            for item in deferred:
+                heapq.heappush(self._deadlines, item)
+            while self._deadlines and self._deadlines[0][2] not in self._deadlines[0][3].waiters:
+                heapq.heappop(self._deadlines)  # settled or gone before its deadline
+            when = self._deadlines[0][0] if self._deadlines else None
+            self._deadline_wake = loop.create_future()
+            if self._polling:
+                await self._deadline_wake  # woken when a poll ends or a deadline is added
+            else:
+                await self._sleep_until(when, self._deadline_wake)
+
+    def _expire_due(self, entry: _Entry, now: float) -> None:
+        for waiter in list(entry.waiters):
+            if waiter.deadline is not None and waiter.deadline <= now:
+                self._expire(waiter, entry)
+        if entry.waiters:
+            self._schedule(entry, now)
+
+    def _expire(self, waiter: Waiter, entry: _Entry) -> None:
+        if waiter not in entry.waiters:
+            return
+        error = WaitTimeoutError(entry.run_id, entry.last, waiter.timeout, entry.last_error)
+        entry.waiters.remove(waiter)
+        if not entry.waiters:
+            self._drop(entry)
+        waiter.deliver(error, final=True)
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop everything; waits still running are told the client closed."""
+        self._closed = True
+        tasks = [t for t in (self._dispatcher, self._timekeeper) if t is not None]
+        tasks.extend(self._polling)
+        for entry in list(self._entries.values()):
+            self._fail(entry, ClientClosedError("the DifyClient was closed during the wait"))
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._dispatcher = self._timekeeper = None
+        self._due.clear()
+        self._deadlines.clear()
+
+
+#: Once the client has had an answer from Dify, a wait retries its polls as
+#: long as its deadline and the retry budget allow.
+_PERSISTENT = RetryRule(max_retries=None)
+
+
+def _earliest(entry: _Entry) -> float | None:
+    deadlines = [w.deadline for w in entry.waiters if w.deadline is not None]
+    return min(deadlines) if deadlines else None
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
