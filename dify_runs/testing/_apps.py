@@ -107,12 +107,12 @@ class SimulatedRun:
         pause = 0.0
         if quirks.paused_exists and self.pause_at is not None and age >= self.pause_at:
             if self.resumed_at is None:
-                return RunState("paused", self.pause_at, None)
+                return RunState("paused", float(self.pause_at), None)
             pause = self.resumed_at - (self.created + self.pause_at)
             age = self.pause_at + max(0.0, now - self.resumed_at)
         if age < self.duration:
             return RunState("running", age, None)
-        return RunState(self.status, self.duration, self.created + self.duration + pause)
+        return RunState(self.status, float(self.duration), self.created + self.duration + pause)
 
     def fraction(self, progress: float) -> float:
         """The share of steps and tokens done after ``progress`` seconds."""

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
+
+import attrs
 
 from ._apps import RunState, SimulatedRun
 from ._versions import Quirks
 
 STOPPED_MESSAGE = "Stopped by user."
+HUMAN_INPUT_NODE = "human_input"
 _RECORD_FIELDS = (
     "id",
     "workflow_id",
@@ -24,6 +28,11 @@ _RECORD_FIELDS = (
     "finished_at",
     "elapsed_time",
 )
+
+
+def end_user_id(run: SimulatedRun) -> str:
+    """The id of the end user who started ``run`` (one per app and ``user``)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-end-user:{run.app_key}:{run.user}"))
 
 
 def rfc2822(seconds: float) -> str:
@@ -112,15 +121,13 @@ def blocking_data(run: SimulatedRun, state: RunState, quirks: Quirks) -> dict[st
     }
 
 
-def finished_data(
-    run: SimulatedRun, state: RunState, quirks: Quirks, end_user_id: str
-) -> dict[str, Any]:
+def finished_data(run: SimulatedRun, state: RunState, quirks: Quirks) -> dict[str, Any]:
     """``data`` of a ``workflow_finished`` event: no ``inputs``, with ``created_by``."""
     data = blocking_data(run, state, quirks)
     data["outputs"] = _outputs(run, ending_state(run, state).status)
-    finished_at = data.pop("finished_at")
-    data["created_by"] = {"id": end_user_id, "user": run.user}
-    data.update(finished_at=finished_at, exceptions_count=0, files=[])
+    created_at, finished_at = data.pop("created_at"), data.pop("finished_at")
+    data["created_by"] = {"id": end_user_id(run), "user": run.user}
+    data.update(created_at=created_at, finished_at=finished_at, exceptions_count=0, files=[])
     return data
 
 
@@ -174,3 +181,108 @@ def parameters(required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str
             "workflow_file_upload_limit": 10,
         },
     }
+
+
+def paused_data(run: SimulatedRun, state: RunState) -> dict[str, Any]:
+    """``data`` of a ``workflow_paused`` event."""
+    fraction = run.fraction(state.progress)
+    return {
+        "id": run.id,
+        "workflow_run_id": run.id,
+        "paused_nodes": [HUMAN_INPUT_NODE],
+        "outputs": {},
+        "status": "paused",
+        "created_at": int(run.created),
+        "elapsed_time": round(state.progress, 6),
+        "total_tokens": round(run.total_tokens * fraction),
+        "total_steps": round(run.total_steps * fraction),
+    }
+
+
+def human_input_data(run: SimulatedRun) -> dict[str, Any]:
+    """``data`` of the ``human_input_required`` event of a paused run."""
+    return {
+        "form_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-form:{run.id}")),
+        "node_id": HUMAN_INPUT_NODE,
+        "node_title": "Human Input",
+        "form_content": "",
+        "inputs": [],
+        "actions": [],
+    }
+
+
+@attrs.frozen
+class Milestone:
+    """A node event of a run's timeline.
+
+    Attributes:
+        at: Seconds of the timeline (progress) at which it happens.
+        event: ``node_started`` or ``node_finished``.
+        data: The event's data.
+    """
+
+    at: float
+    event: str
+    data: dict[str, Any]
+
+
+def milestones(run: SimulatedRun) -> list[Milestone]:
+    """The run's node events: ``total_steps`` nodes, one after another, evenly spread."""
+    steps = max(run.total_steps, 0)
+    span = run.duration / steps if steps else 0.0
+    events: list[Milestone] = []
+    predecessor: str | None = None
+    for index in range(steps):
+        node_id = "start" if index == 0 else "end" if index == steps - 1 else f"step_{index}"
+        node_type = node_id if node_id in {"start", "end"} else "code"
+        common = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-node:{run.id}:{index}")),
+            "node_id": node_id,
+            "node_type": node_type,
+            "title": node_id.replace("_", " ").title(),
+            "index": index + 1,
+            "predecessor_node_id": predecessor,
+        }
+        begun, ended = index * span, (index + 1) * span
+        events.append(
+            Milestone(
+                begun,
+                "node_started",
+                {
+                    **common,
+                    "inputs": None,
+                    "inputs_truncated": False,
+                    "created_at": int(run.created + begun),
+                    "extras": {},
+                    "iteration_id": None,
+                    "loop_id": None,
+                    "agent_strategy": None,
+                },
+            )
+        )
+        events.append(
+            Milestone(
+                ended,
+                "node_finished",
+                {
+                    **common,
+                    "inputs": {},
+                    "inputs_truncated": False,
+                    "process_data": {},
+                    "process_data_truncated": False,
+                    "outputs": {},
+                    "outputs_truncated": False,
+                    "status": "succeeded",
+                    "error": None,
+                    "elapsed_time": round(span, 6),
+                    "execution_metadata": None,
+                    "created_at": int(run.created + begun),
+                    "finished_at": int(run.created + ended),
+                    "files": [],
+                    "iteration_id": None,
+                    "loop_id": None,
+                },
+            )
+        )
+        predecessor = node_id
+    return events

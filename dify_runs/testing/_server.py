@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from ._apps import APP_MODES, AppMode, SimulatedApp, SimulatedRun
 from ._auth import auth_middleware
 from ._capacity import Overload, ServiceQueue
+from ._events import EventStreamSettings, serve_events
 from ._faults import Fault, FaultRules
 from ._http import (
     APP_KEY,
@@ -28,11 +30,13 @@ from ._http import (
     router_not_found,
 )
 from ._log import LoggedRequest, RequestLog
+from ._logs import log_page, parse_log_query
 from ._records import (
     blocking_data,
     finished_data,
     null_record,
     parameters,
+    paused_data,
     run_record,
     started_data,
 )
@@ -84,6 +88,8 @@ class FakeDify:
             ``"429"`` (answer 429 ``too_many_requests`` to a request that finds
             ``queue_limit`` requests already waiting).
         queue_limit: How many requests may wait with ``overload="429"``.
+        stream_idle_timeout: Seconds without an event after which the run
+            event stream (1.14.2) closes, as Dify does after 300.
 
     Raises:
         ValueError: An unknown ``version``, or a bad ``capacity`` or ``overload``.
@@ -107,6 +113,7 @@ class FakeDify:
         capacity: float | None = None,
         overload: Overload = "queue",
         queue_limit: int = 0,
+        stream_idle_timeout: float = 300.0,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
@@ -121,6 +128,10 @@ class FakeDify:
         self.ping_interval = ping_interval
         self.required_inputs = required_inputs
         self.optional_inputs = optional_inputs
+        self.stream_idle_timeout = stream_idle_timeout
+        # The published workflow's version, as the logs show it: a date.
+        published = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+        self.workflow_version = published.strftime("%Y-%m-%d %H:%M:%S.%f")
         self.workflow_id = str(uuid.UUID(int=random.Random(seed).getrandbits(128), version=4))
         self.app_id = str(uuid.UUID(int=random.Random(seed + 1).getrandbits(128), version=4))
         self.runs: dict[str, SimulatedRun] = {}
@@ -414,7 +425,10 @@ class FakeDify:
             ("POST", "/v1/workflows/{workflow_id}/run", self._post_run, "start_run"),
             ("POST", "/v1/workflows/tasks/{task_id}/stop", self._post_stop, "stop"),
             ("GET", "/v1/parameters", self._get_parameters, "parameters"),
+            ("GET", "/v1/workflows/logs", self._get_logs, "logs"),
         ]
+        if quirks.events_route:
+            routes.append(("GET", "/v1/workflow/{run_id}/events", self._get_events, "events"))
         self._route_names: dict[AbstractRoute, str] = {}
         for method, path, handler, name in routes:
             self._route_names[app.router.add_route(method, path, handler)] = name
@@ -466,6 +480,44 @@ class FakeDify:
     async def _get_parameters(self, _request: web.Request) -> web.StreamResponse:
         return self._json(parameters(self.required_inputs, self.optional_inputs))
 
+    async def _get_logs(self, request: web.Request) -> web.StreamResponse:
+        try:
+            query = parse_log_query(request.query)
+        except ValueError as exc:
+            return error_answer(self._quirks, 400, "invalid_param", str(exc))
+        app_key = request[APP_KEY]
+        page = log_page(
+            (run for run in self.runs.values() if run.app_key == app_key),
+            query,
+            now=self.clock(),
+            quirks=self._quirks,
+            version=self.workflow_version,
+        )
+        return self._json(page)
+
+    async def _get_events(self, request: web.Request) -> web.StreamResponse:
+        user = request.query.get("user")
+        if not user:
+            return error_answer(self._quirks, 400, "invalid_param", "Arg user must be provided.")
+        try:
+            run_id = str(uuid.UUID(request.match_info["run_id"]))
+        except ValueError:
+            return error_answer(self._quirks, 500, "unknown", "Internal Server Error")
+        run = self.runs.get(run_id)
+        if run is None or run.app_key != request[APP_KEY] or run.user != user:
+            return error_answer(self._quirks, 404, "not_found", "Workflow run not found")
+        request[LOG_NOW](200)  # the stream may last: log it now
+        settings = EventStreamSettings(
+            quirks=self._quirks,
+            clock=self._now,
+            sleep=self._sleep,
+            ping_interval=self.ping_interval,
+            idle_timeout=self.stream_idle_timeout,
+            stopping=self._stopping,
+        )
+        snapshot = request.query.get("include_state_snapshot", "false").lower() == "true"
+        return await serve_events(request, run, settings, snapshot=snapshot)
+
     # -- starting and stopping runs -----------------------------------------------------
 
     async def _post_run(self, request: web.Request) -> web.StreamResponse:
@@ -505,9 +557,6 @@ class FakeDify:
         while self._holds_connection(run):
             await self.sleep(min(0.5, self.ping_interval))
 
-    def _end_user_id(self, run: SimulatedRun) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-end-user:{run.app_key}:{run.user}"))
-
     def _sequence_number(self, run: SimulatedRun) -> int:
         return sum(1 for other in self.runs.values() if other.app_key == run.app_key)
 
@@ -544,9 +593,9 @@ class FakeDify:
                     last_ping = self.clock()
             state = self._state(run)
             if state.status == "paused" and run.stopped_at is None:
-                await send("workflow_paused", {"id": run.id, "status": "paused"})
+                await send("workflow_paused", paused_data(run, state))
             else:
-                data = finished_data(run, state, self._quirks, self._end_user_id(run))
+                data = finished_data(run, state, self._quirks)
                 await send("workflow_finished", data)
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
