@@ -100,11 +100,8 @@ async def serve_events(
         timeline = milestones(run)
         if snapshot:  # replayed from the database: the task id is the run id
             await send("workflow_started", started_data(run, quirks, 0), run.id)
-            for milestone in timeline:
-                if milestone.at <= state.progress and _node_done(
-                    milestone, timeline, state.progress
-                ):
-                    await send(milestone.event, milestone.data, run.id)
+            for milestone in _finished_nodes(timeline, state.progress):
+                await send(milestone.event, milestone.data, run.id)
             if state.status == "paused" and run.stopped_at is None:
                 await send("human_input_required", human_input_data(run), run.id)
                 await send("workflow_paused", paused_data(run, state), run.id)
@@ -117,14 +114,10 @@ async def serve_events(
     return response
 
 
-def _node_done(milestone: Milestone, timeline: list[Milestone], progress: float) -> bool:
-    """Whether the node of ``milestone`` had finished by ``progress`` (only those are replayed)."""
-    return any(
-        other.event == "node_finished"
-        and other.data["id"] == milestone.data["id"]
-        and other.at <= progress
-        for other in timeline
-    )
+def _finished_nodes(timeline: list[Milestone], progress: float) -> list[Milestone]:
+    """The events of the nodes that had finished by ``progress`` (only those are replayed)."""
+    done = {m.data["id"] for m in timeline if m.event == "node_finished" and m.at <= progress}
+    return [milestone for milestone in timeline if milestone.data["id"] in done]
 
 
 async def _live(
