@@ -107,7 +107,7 @@ async def serve_events(
                 await send("workflow_paused", paused_data(run, state), run.id)
                 await response.write_eof()
                 return response
-        await _live(run, settings, send, response, state.status, state.progress)
+        await _live(run, timeline, settings, send, response, state.status, state.progress)
         await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away
@@ -122,35 +122,37 @@ def _finished_nodes(timeline: list[Milestone], progress: float) -> list[Mileston
 
 async def _live(
     run: SimulatedRun,
+    timeline: list[Milestone],
     settings: EventStreamSettings,
     send: Callable[[str, dict[str, Any], str], Awaitable[None]],
     response: web.StreamResponse,
     status: str,
     progress: float,
 ) -> None:
-    """Follow the run: its new events, pings, until its end, a pause, or idleness."""
+    """Follow the run: its new events, pings, until its end, a pause, or idleness.
+
+    A stopped run's timeline is frozen (the stop is not recorded), so it sends nothing more.
+    """
     quirks = settings.quirks
-    timeline = milestones(run)
     last_ping = last_event = settings.clock()
     while not settings.stopping.is_set():
         await settings.sleep(min(0.5, settings.ping_interval))
         now = settings.clock()
         state = run.state(now, quirks)
-        if run.stopped_at is None:
-            for milestone in timeline:
-                if progress < milestone.at <= state.progress:
-                    await send(milestone.event, milestone.data, run.task_id)
-                    last_event = now
-            progress = state.progress
-            if state.finished_at is not None:
-                data = finished_data(run, state, quirks)
-                await send("workflow_finished", data, run.task_id)
-                return
-            if state.status == "paused" and status != "paused":
-                await send("human_input_required", human_input_data(run), run.task_id)
-                await send("workflow_paused", paused_data(run, state), run.task_id)
-                return
-            status = state.status
+        for milestone in timeline:
+            if progress < milestone.at <= state.progress:
+                await send(milestone.event, milestone.data, run.task_id)
+                last_event = now
+        progress = state.progress
+        if state.finished_at is not None:
+            data = finished_data(run, state, quirks)
+            await send("workflow_finished", data, run.task_id)
+            return
+        if state.status == "paused" and status != "paused":
+            await send("human_input_required", human_input_data(run), run.task_id)
+            await send("workflow_paused", paused_data(run, state), run.task_id)
+            return
+        status = state.status
         if now - last_ping >= settings.ping_interval:
             await response.write(_PING)
             last_ping = now

@@ -65,7 +65,7 @@ def _second(query: Mapping[str, str], name: str) -> int | None:
     if raw is None:
         return None
     text = raw.strip()
-    if text.endswith(("Z", "z")):
+    if text.endswith(("Z", "z")):  # fromisoformat reads "Z" only from Python 3.11 on
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
