@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_urldispatcher import AbstractRoute
 
-from ._apps import APP_MODES, AppMode, SimulatedApp, SimulatedRun
+from ._apps import APP_MODES, AppMode, RunState, SimulatedApp, SimulatedRun
 from ._auth import auth_middleware
 from ._capacity import Overload, ServiceQueue
 from ._events import EventStreamSettings, serve_events
@@ -129,11 +129,11 @@ class FakeDify:
         self.required_inputs = required_inputs
         self.optional_inputs = optional_inputs
         self.stream_idle_timeout = stream_idle_timeout
-        # The published workflow's version, as the logs show it: a date.
         published = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
         self.workflow_version = published.strftime("%Y-%m-%d %H:%M:%S.%f")
-        self.workflow_id = str(uuid.UUID(int=random.Random(seed).getrandbits(128), version=4))
-        self.app_id = str(uuid.UUID(int=random.Random(seed + 1).getrandbits(128), version=4))
+        """The published workflow's version as the logs show it: the date it was published."""
+        self.workflow_id = _uuid4(random.Random(seed))
+        self.app_id = _uuid4(random.Random(seed + 1))
         self.runs: dict[str, SimulatedRun] = {}
         self.apps: dict[str, SimulatedApp] = {}
         """Every app on the server, by key."""
@@ -214,12 +214,8 @@ class FakeDify:
             key = f"app-{self._app_ids.getrandbits(96):024x}"
         if key in self.apps:
             raise ValueError(f"an app with key {key!r} exists already")
-        app_id = str(uuid.UUID(int=self._app_ids.getrandbits(128), version=4))
-        workflow_id = (
-            None
-            if mode == "chat"
-            else str(uuid.UUID(int=self._app_ids.getrandbits(128), version=4))
-        )
+        app_id = _uuid4(self._app_ids)
+        workflow_id = None if mode == "chat" else _uuid4(self._app_ids)
         self.apps[key] = SimulatedApp(key=key, mode=mode, id=app_id, workflow_id=workflow_id)
         return key
 
@@ -454,9 +450,9 @@ class FakeDify:
         return await handler(request)
 
     def _new_id(self) -> str:
-        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+        return _uuid4(self._ids)
 
-    def _state(self, run: SimulatedRun) -> Any:
+    def _state(self, run: SimulatedRun) -> RunState:
         return run.state(self.clock(), self._quirks)
 
     def _json(self, payload: Any, status: int = 200, *, charset: bool = False) -> web.Response:
@@ -610,6 +606,11 @@ class FakeDify:
                 self.stop(run.id)
         # Dify acknowledges any task id, known or not.
         return self._json({"result": "success"}, charset=True)
+
+
+def _uuid4(source: random.Random) -> str:
+    """A version-4 UUID drawn from a seeded random source."""
+    return str(uuid.UUID(int=source.getrandbits(128), version=4))
 
 
 def _check_start_body(body: Any, required: tuple[str, ...]) -> str | None:
