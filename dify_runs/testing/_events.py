@@ -1,0 +1,160 @@
+"""The run event stream of Dify 1.14 (``GET /workflow/{run_id}/events``), from run timelines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from ._apps import SimulatedRun
+from ._records import (
+    Milestone,
+    finished_data,
+    human_input_data,
+    milestones,
+    paused_data,
+    started_data,
+)
+from ._versions import Quirks
+
+_PING = b"event: ping\n\n"
+
+
+@attrs.frozen(kw_only=True)
+class EventStreamSettings:
+    """How the fake's event streams behave.
+
+    Attributes:
+        quirks: The version's record.
+        clock: The fake's clock.
+        sleep: The fake's sleep.
+        ping_interval: Seconds between keep-alive pings.
+        idle_timeout: Seconds without an event after which the server closes.
+        stopping: Set when the fake closes.
+    """
+
+    quirks: Quirks
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[Any]]
+    ping_interval: float
+    idle_timeout: float
+    stopping: asyncio.Event
+
+
+def _line(payload: dict[str, Any], *, compact: bool) -> bytes:
+    separators = (",", ":") if compact else None
+    return f"data: {json.dumps(payload, separators=separators)}\n\n".encode()
+
+
+async def serve_events(
+    request: web.Request,
+    run: SimulatedRun,
+    settings: EventStreamSettings,
+    *,
+    snapshot: bool,
+) -> web.StreamResponse:
+    """Answer an events request for ``run``, as Dify 1.14.2 does.
+
+    A finished run gets its ``workflow_finished`` at once and the stream ends.
+    Otherwise: a ping at once and every ``ping_interval``, the node events as
+    the timeline passes them (after a replay of what already happened with
+    ``snapshot``), and the stream ends after ``workflow_finished`` or
+    ``workflow_paused``, or after ``idle_timeout`` without an event. A run
+    already paused gets only pings unless ``snapshot`` is set; a stopped run
+    (the stop is not recorded) never gets its end.
+    """
+    quirks = settings.quirks
+    response = web.StreamResponse(
+        headers={
+            "Cache-Control": "no-cache",
+            "Connection": "keep-alive",
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "X-Version": quirks.name,
+            "X-Env": "TESTING",
+        }
+    )
+    await response.prepare(request)
+    state = run.state(settings.clock(), quirks)
+
+    async def send(event: str, data: dict[str, Any], task_id: str) -> None:
+        payload = {"event": event, "workflow_run_id": run.id, "task_id": task_id, "data": data}
+        await response.write(_line(payload, compact=True))
+
+    try:
+        if state.finished_at is not None:
+            data = finished_data(run, state, quirks)
+            payload = {
+                "event": "workflow_finished",
+                "task_id": run.id,
+                "workflow_run_id": run.id,
+                "data": data,
+            }
+            await response.write(_line(payload, compact=False))
+            await response.write_eof()
+            return response
+        await response.write(_PING)
+        timeline = milestones(run)
+        if snapshot:  # replayed from the database: the task id is the run id
+            await send("workflow_started", started_data(run, quirks, 0), run.id)
+            for milestone in _finished_nodes(timeline, state.progress):
+                await send(milestone.event, milestone.data, run.id)
+            if state.status == "paused" and run.stopped_at is None:
+                await send("human_input_required", human_input_data(run), run.id)
+                await send("workflow_paused", paused_data(run, state), run.id)
+                await response.write_eof()
+                return response
+        await _live(run, timeline, settings, send, response, state.status, state.progress)
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client went away
+    return response
+
+
+def _finished_nodes(timeline: list[Milestone], progress: float) -> list[Milestone]:
+    """The events of the nodes that had finished by ``progress`` (only those are replayed)."""
+    done = {m.data["id"] for m in timeline if m.event == "node_finished" and m.at <= progress}
+    return [milestone for milestone in timeline if milestone.data["id"] in done]
+
+
+async def _live(
+    run: SimulatedRun,
+    timeline: list[Milestone],
+    settings: EventStreamSettings,
+    send: Callable[[str, dict[str, Any], str], Awaitable[None]],
+    response: web.StreamResponse,
+    status: str,
+    progress: float,
+) -> None:
+    """Follow the run: its new events, pings, until its end, a pause, or idleness.
+
+    A stopped run's timeline is frozen (the stop is not recorded), so it sends nothing more.
+    """
+    quirks = settings.quirks
+    last_ping = last_event = settings.clock()
+    while not settings.stopping.is_set():
+        await settings.sleep(min(0.5, settings.ping_interval))
+        now = settings.clock()
+        state = run.state(now, quirks)
+        for milestone in timeline:
+            if progress < milestone.at <= state.progress:
+                await send(milestone.event, milestone.data, run.task_id)
+                last_event = now
+        progress = state.progress
+        if state.finished_at is not None:
+            data = finished_data(run, state, quirks)
+            await send("workflow_finished", data, run.task_id)
+            return
+        if state.status == "paused" and status != "paused":
+            await send("human_input_required", human_input_data(run), run.task_id)
+            await send("workflow_paused", paused_data(run, state), run.task_id)
+            return
+        status = state.status
+        if now - last_ping >= settings.ping_interval:
+            await response.write(_PING)
+            last_ping = now
+        if now - last_event >= settings.idle_timeout:
+            return

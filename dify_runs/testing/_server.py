@@ -1,0 +1,628 @@
+"""FakeDify: the aiohttp.web application, its routes, and the scripting API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from ._apps import APP_MODES, AppMode, RunState, SimulatedApp, SimulatedRun
+from ._auth import auth_middleware
+from ._capacity import Overload, ServiceQueue
+from ._events import EventStreamSettings, serve_events
+from ._faults import Fault, FaultRules
+from ._http import (
+    APP_KEY,
+    LOG_NOW,
+    ROUTE,
+    error_answer,
+    json_answer,
+    router_not_found,
+)
+from ._log import LoggedRequest, RequestLog
+from ._logs import log_page, parse_log_query
+from ._records import (
+    blocking_data,
+    finished_data,
+    null_record,
+    parameters,
+    paused_data,
+    run_record,
+    started_data,
+)
+from ._versions import DEFAULT_VERSION, VERSIONS, ServerVersion
+
+DEFAULT_API_KEY = "app-dify-runs-testing-key"
+"""The workflow app key a :class:`FakeDify` accepts unless told otherwise."""
+
+_METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
+
+
+class FakeDify:
+    """A Dify server on loopback that behaves like the real one, scriptably.
+
+    The server hosts three apps, each with its own key: a workflow app
+    (:attr:`api_key`, the one runs belong to by default), a chatflow
+    (``advanced-chat``, :attr:`chatflow_key`) and a chat app
+    (:attr:`chat_key`); :meth:`add_app` adds more and :attr:`apps` lists them.
+    Keys of apps that are not workflows get Dify's 400 ``not_workflow_app``
+    on the routes their mode does not serve.
+
+    Args:
+        api_key: The workflow app's key.
+        version: Which real server to imitate: ``"1.13.2"`` (default; 404 for
+            unknown runs, outputs as objects), ``"1.14.2"`` (as 1.13.2, plus the
+            run event stream), ``"1.12.1"`` (200 with nulls, outputs as JSON
+            strings, stops never recorded) or ``"1.0.1"`` (RFC 2822 dates, stops
+            recorded, no paused status).
+        clock: Wall clock in Unix seconds; a :class:`VirtualClock`'s ``now``
+            makes runs advance in virtual time.
+        sleep: How the server waits (streams, latency, stalls, its queue); pair
+            it with ``clock``.
+        host: Address to listen on (loopback by default).
+        port: Port to listen on; 0 picks a free one.
+        seed: Seed of the random source for probabilistic faults and ids.
+        default_duration: How long runs started by ``POST /workflows/run`` take.
+        ping_interval: Seconds between ``event: ping`` keep-alives on streams.
+        required_inputs: Input names a POST must carry; a missing one gets
+            Dify's 400 ``invalid_param`` ("<name> is required in input form").
+            ``GET /parameters`` lists them as required ``text-input`` fields.
+        keep_log: Keep every request in :attr:`requests` (counts are always kept);
+            turn off for very long or very large simulations.
+        optional_inputs: Input names ``GET /parameters`` lists as optional.
+        capacity: Requests per second the server serves, one at a time in
+            arrival order (each waits its turn, then takes ``1/capacity``
+            seconds), so latency rises with load as on one real Dify worker;
+            None (default) serves everything at once.
+        overload: With a ``capacity``: ``"queue"`` (wait, however long) or
+            ``"429"`` (answer 429 ``too_many_requests`` to a request that finds
+            ``queue_limit`` requests already waiting).
+        queue_limit: How many requests may wait with ``overload="429"``.
+        stream_idle_timeout: Seconds without an event after which the run
+            event stream (1.14.2) closes, as Dify does after 300.
+
+    Raises:
+        ValueError: An unknown ``version``, or a bad ``capacity`` or ``overload``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        version: ServerVersion = DEFAULT_VERSION,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        default_duration: float = 2.0,
+        ping_interval: float = 10.0,
+        required_inputs: tuple[str, ...] = (),
+        keep_log: bool = True,
+        optional_inputs: tuple[str, ...] = (),
+        capacity: float | None = None,
+        overload: Overload = "queue",
+        queue_limit: int = 0,
+        stream_idle_timeout: float = 300.0,
+    ) -> None:
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
+        self._quirks = VERSIONS[version]
+        self.api_key = api_key
+        self.version: str = version
+        self.clock = clock
+        self.sleep = sleep
+        self.host = host
+        self.port = port
+        self.default_duration = default_duration
+        self.ping_interval = ping_interval
+        self.required_inputs = required_inputs
+        self.optional_inputs = optional_inputs
+        self.stream_idle_timeout = stream_idle_timeout
+        published = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+        self.workflow_version = published.strftime("%Y-%m-%d %H:%M:%S.%f")
+        """The published workflow's version as the logs show it: the date it was published."""
+        self.workflow_id = _uuid4(random.Random(seed))
+        self.app_id = _uuid4(random.Random(seed + 1))
+        self.runs: dict[str, SimulatedRun] = {}
+        self.apps: dict[str, SimulatedApp] = {}
+        """Every app on the server, by key."""
+        self._ids = random.Random(seed + 2)
+        self._app_ids = random.Random(seed + 3)
+        self._log = RequestLog(self._now, keep=keep_log)
+        self._faults = FaultRules(seed)
+        self._queue = (
+            None
+            if capacity is None
+            else ServiceQueue(
+                capacity,
+                clock=self._now,
+                sleep=self._sleep,
+                overload=overload,
+                queue_limit=queue_limit,
+            )
+        )
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.apps[api_key] = SimulatedApp(
+            key=api_key, mode="workflow", id=self.app_id, workflow_id=self.workflow_id
+        )
+        self.chatflow_key = self.add_app(mode="advanced-chat", key=f"{api_key}-chatflow")
+        """The key of the server's chatflow (``advanced-chat``) app."""
+        self.chat_key = self.add_app(mode="chat", key=f"{api_key}-chat")
+        """The key of the server's chat app."""
+        self.app = self._make_app()
+
+    # -- scripting ------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """Every request received, in the order they were answered (see ``keep_log``)."""
+        return self._log.requests
+
+    @property
+    def keep_log(self) -> bool:
+        """Whether :attr:`requests` keeps each request (counts are always kept)."""
+        return self._log.keep
+
+    @keep_log.setter
+    def keep_log(self, value: bool) -> None:
+        self._log.keep = value
+
+    @property
+    def queue_waits(self) -> list[float]:
+        """Seconds each request served so far waited in the server's queue (with ``capacity``)."""
+        return self._log.queue_waits
+
+    def queue_wait_percentile(self, percent: float) -> float:
+        """A percentile of the time requests waited in the server's queue.
+
+        Args:
+            percent: 0 to 100, e.g. 99 for the p99.
+
+        Returns:
+            Seconds (of the fake's clock); 0.0 before any request was queued.
+        """
+        return self._log.percentile(percent)
+
+    def add_app(self, *, mode: AppMode = "workflow", key: str | None = None) -> str:
+        """Add an app and return its key.
+
+        Args:
+            mode: ``workflow``, ``advanced-chat`` (a chatflow) or ``chat``.
+            key: Its API key (default: a new ``app-...`` key).
+
+        Returns:
+            The app's key.
+
+        Raises:
+            ValueError: An unknown mode, or a key already in use.
+        """
+        if mode not in APP_MODES:
+            raise ValueError(f"mode must be one of {APP_MODES}, got {mode!r}")
+        if key is None:
+            key = f"app-{self._app_ids.getrandbits(96):024x}"
+        if key in self.apps:
+            raise ValueError(f"an app with key {key!r} exists already")
+        app_id = _uuid4(self._app_ids)
+        workflow_id = None if mode == "chat" else _uuid4(self._app_ids)
+        self.apps[key] = SimulatedApp(key=key, mode=mode, id=app_id, workflow_id=workflow_id)
+        return key
+
+    def add_run(
+        self,
+        *,
+        duration: float = 2.0,
+        status: str = "succeeded",
+        outputs: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        total_steps: int = 3,
+        total_tokens: int = 120,
+        pause_at: float | None = None,
+        run_id: str | None = None,
+        app_key: str | None = None,
+        user: str = "fake-user",
+    ) -> str:
+        """Script a run that started now and return its id.
+
+        Args:
+            duration: Seconds (of the fake's clock) the run spends running.
+            status: Its final status; any string, so unknown statuses can be tested.
+            outputs: Outputs once it succeeded (``{}`` otherwise).
+            error: Failure message; defaults to one for ``failed`` runs.
+            inputs: The run's inputs (``sys.*`` keys are added).
+            total_steps: Steps when finished.
+            total_tokens: Tokens when finished.
+            pause_at: Pause this many seconds in, until :meth:`resume` (versions
+                without a paused status ignore it).
+            run_id: Use this id instead of a new one.
+            app_key: The API key of the app that owns the run (default: the
+                workflow app's); a key of no app here stands for another server's app.
+            user: The end user who started it.
+
+        Returns:
+            The run id.
+        """
+        rid = run_id or self._new_id()
+        if error is None and status == "failed":
+            error = "[Errno 111] Connection refused"
+        key = app_key or self.api_key
+        app = self.apps.get(key, self.apps[self.api_key])
+        workflow_id = app.workflow_id or self.workflow_id
+        created = self.clock()
+        full_inputs = dict(inputs or {})
+        full_inputs.update(
+            {
+                "sys.files": [],
+                "sys.user_id": user,
+                "sys.app_id": app.id,
+                "sys.workflow_id": workflow_id,
+                "sys.workflow_run_id": rid,
+                "sys.timestamp": int(created),
+            }
+        )
+        self.runs[rid] = SimulatedRun(
+            id=rid,
+            task_id=self._new_id(),
+            workflow_id=workflow_id,
+            app_key=key,
+            inputs=full_inputs,
+            created=created,
+            duration=duration,
+            status=status,
+            outputs=dict(outputs or {}),
+            error=error,
+            total_steps=total_steps,
+            total_tokens=total_tokens,
+            pause_at=pause_at,
+            user=user,
+        )
+        return rid
+
+    def resume(self, run_id: str) -> None:
+        """Resume a paused run (as a person answering its Human Input node would).
+
+        Args:
+            run_id: A run scripted with ``pause_at``.
+
+        Raises:
+            KeyError: No such run on this server.
+        """
+        run = self.runs[run_id]
+        if run.pause_at is not None and run.resumed_at is None:
+            run.resumed_at = max(self.clock(), run.created + run.pause_at)
+
+    def stop(self, run_id: str) -> None:
+        """Stop a run as ``POST /workflows/tasks/{task_id}/stop`` does.
+
+        On 1.0.1 the run then reads ``stopped``; on later versions it keeps
+        reading ``running`` forever, with its steps frozen, as the real servers do.
+
+        Args:
+            run_id: The run to stop.
+
+        Raises:
+            KeyError: No such run on this server.
+        """
+        run = self.runs[run_id]
+        if run.stopped_at is None and self._state(run).status in {"running", "paused"}:
+            run.stopped_at = self.clock()
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        times: int | None = None,
+        probability: float = 1.0,
+        run_id: str | None = None,
+        route: str | None = "get_run",
+    ) -> None:
+        """Answer matching requests with ``fault``.
+
+        Args:
+            fault: What to do instead of answering normally.
+            times: How many requests to fault (None: no limit).
+            probability: Chance that a matching request is faulted (seeded).
+            run_id: Only requests for this run.
+            route: Only this route (``get_run``, ``start_run``, ``stop``,
+                ``parameters``, ``events``, ``logs``), or None for any.
+        """
+        self._faults.add(fault, times=times, probability=probability, run_id=run_id, route=route)
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        self._faults.rules.clear()
+
+    def count(self, *, route: str = "get_run", run_id: str | None = None) -> int:
+        """Count the requests that arrived.
+
+        Args:
+            route: ``get_run``, ``start_run``, ``stop``, ``parameters``,
+                ``events``, ``logs`` or ``other``.
+            run_id: Only requests for this run (any UUID form).
+
+        Returns:
+            How many requests arrived on ``route`` (for ``run_id``, if given).
+        """
+        return self._log.count(route, run_id)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API root to give a client, e.g. ``http://127.0.0.1:54321/v1``."""
+        if self._runner is None:
+            raise RuntimeError("FakeDify is not started; use 'async with FakeDify() as fake'")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        """Start listening."""
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def close(self) -> None:
+        """Stop listening and cut any stalled request."""
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> FakeDify:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the HTTP side ------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.clock()
+
+    async def _sleep(self, seconds: float) -> None:
+        await self.sleep(seconds)
+
+    def _make_app(self) -> web.Application:
+        quirks = self._quirks
+        middlewares: list[Middleware] = [
+            self._log.middleware(self._route_of),
+            self._route_errors,
+            self._faults.middleware(quirks, self._sleep, self._stopping),
+        ]
+        if self._queue is not None:
+            middlewares.append(self._queue.middleware(quirks))
+        middlewares.append(auth_middleware(self.apps, quirks))
+        app = web.Application(middlewares=middlewares)
+        routes = [
+            ("GET", "/v1/workflows/run/{run_id:[^/]+}", self._get_run, "get_run"),
+            ("POST", "/v1/workflows/run", self._post_run, "start_run"),
+            ("POST", "/v1/workflows/{workflow_id}/run", self._post_run, "start_run"),
+            ("POST", "/v1/workflows/tasks/{task_id}/stop", self._post_stop, "stop"),
+            ("GET", "/v1/parameters", self._get_parameters, "parameters"),
+            ("GET", "/v1/workflows/logs", self._get_logs, "logs"),
+        ]
+        if quirks.events_route:
+            routes.append(("GET", "/v1/workflow/{run_id}/events", self._get_events, "events"))
+        self._route_names: dict[AbstractRoute, str] = {}
+        for method, path, handler, name in routes:
+            self._route_names[app.router.add_route(method, path, handler)] = name
+        return app
+
+    def _route_of(self, request: web.Request) -> str:
+        """The route's name; ``other`` for what Dify's router would not match."""
+        match = request.match_info
+        if match.http_exception is not None:
+            return "other"
+        # Dify's WSGI server decodes %2F before routing: such an id is no route at all.
+        if any("/" in value for value in match.values()):
+            return "other"
+        return self._route_names.get(match.route, "other")
+
+    @web.middleware
+    async def _route_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The router's own answers: JSON 405 for a wrong method, HTML 404 for unknown paths."""
+        if isinstance(request.match_info.http_exception, web.HTTPMethodNotAllowed):
+            return error_answer(self._quirks, 405, "method_not_allowed", _METHOD_NOT_ALLOWED)
+        if request[ROUTE] == "other":
+            return router_not_found()
+        return await handler(request)
+
+    def _new_id(self) -> str:
+        return _uuid4(self._ids)
+
+    def _state(self, run: SimulatedRun) -> RunState:
+        return run.state(self.clock(), self._quirks)
+
+    def _json(self, payload: Any, status: int = 200, *, charset: bool = False) -> web.Response:
+        return json_answer(self._quirks, payload, status, charset=charset)
+
+    async def _get_run(self, request: web.Request) -> web.StreamResponse:
+        try:
+            run_id = str(uuid.UUID(request.match_info["run_id"]))
+        except ValueError:
+            # Postgres refuses the cast and Dify answers a bare 500.
+            return error_answer(self._quirks, 500, "unknown", "Internal Server Error")
+        run = self.runs.get(run_id)
+        if run is not None and self._quirks.app_scoped and run.app_key != request[APP_KEY]:
+            run = None
+        if run is None:
+            if self._quirks.missing_run == "not_found":
+                return error_answer(self._quirks, 404, "not_found", "Workflow run not found.")
+            return self._json(null_record(self._quirks))
+        return self._json(run_record(run, self._state(run), self._quirks))
+
+    async def _get_parameters(self, _request: web.Request) -> web.StreamResponse:
+        return self._json(parameters(self.required_inputs, self.optional_inputs))
+
+    async def _get_logs(self, request: web.Request) -> web.StreamResponse:
+        try:
+            query = parse_log_query(request.query)
+        except ValueError as exc:
+            return error_answer(self._quirks, 400, "invalid_param", str(exc))
+        app_key = request[APP_KEY]
+        page = log_page(
+            (run for run in self.runs.values() if run.app_key == app_key),
+            query,
+            now=self.clock(),
+            quirks=self._quirks,
+            version=self.workflow_version,
+        )
+        return self._json(page)
+
+    async def _get_events(self, request: web.Request) -> web.StreamResponse:
+        user = request.query.get("user")
+        if not user:
+            return error_answer(self._quirks, 400, "invalid_param", "Arg user must be provided.")
+        try:
+            run_id = str(uuid.UUID(request.match_info["run_id"]))
+        except ValueError:
+            return error_answer(self._quirks, 500, "unknown", "Internal Server Error")
+        run = self.runs.get(run_id)
+        if run is None or run.app_key != request[APP_KEY] or run.user != user:
+            return error_answer(self._quirks, 404, "not_found", "Workflow run not found")
+        request[LOG_NOW](200)  # the stream may last: log it now
+        settings = EventStreamSettings(
+            quirks=self._quirks,
+            clock=self._now,
+            sleep=self._sleep,
+            ping_interval=self.ping_interval,
+            idle_timeout=self.stream_idle_timeout,
+            stopping=self._stopping,
+        )
+        snapshot = request.query.get("include_state_snapshot", "false").lower() == "true"
+        return await serve_events(request, run, settings, snapshot=snapshot)
+
+    # -- starting and stopping runs -----------------------------------------------------
+
+    async def _post_run(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        problem = _check_start_body(body, self.required_inputs)
+        if problem is not None:
+            return error_answer(self._quirks, 400, "invalid_param", problem)
+        app_key = request[APP_KEY]
+        run_id = self.add_run(
+            duration=self.default_duration,
+            inputs=body["inputs"],
+            app_key=app_key,
+            user=body["user"],
+        )
+        run = self.runs[run_id]
+        run.outputs = {"result": json.dumps(body["inputs"], sort_keys=True)}
+        request[LOG_NOW](200)  # the answer is under way: log it now, as it may last
+        if body.get("response_mode") == "streaming":
+            return await self._stream(request, run)
+        await self._until_settled(run)
+        data = blocking_data(run, self._state(run), self._quirks)
+        answer = {"task_id": run.task_id, "workflow_run_id": run.id, "data": data}
+        return self._json(answer, charset=True)
+
+    def _holds_connection(self, run: SimulatedRun) -> bool:
+        """Whether a start request is still waiting for this run to settle."""
+        if run.stopped_at is not None:
+            return False
+        status = self._state(run).status
+        # 1.12.1 never answers for a paused run: its stream only pings after the pause.
+        return status == "running" or (status == "paused" and not self._quirks.paused_ends_start)
+
+    async def _until_settled(self, run: SimulatedRun) -> None:
+        while self._holds_connection(run):
+            await self.sleep(min(0.5, self.ping_interval))
+
+    def _sequence_number(self, run: SimulatedRun) -> int:
+        return sum(1 for other in self.runs.values() if other.app_key == run.app_key)
+
+    async def _stream(self, request: web.Request, run: SimulatedRun) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "X-Version": self._quirks.name,
+            }
+        )
+        await response.prepare(request)
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            payload = {
+                "event": event,
+                "workflow_run_id": run.id,
+                "task_id": run.task_id,
+                "data": data,
+            }
+            await response.write(f"data: {json.dumps(payload)}\n\n".encode())
+
+        try:
+            if self._quirks.stream_begins_with_ping:
+                await response.write(b"event: ping\n\n")
+            await send(
+                "workflow_started",
+                started_data(run, self._quirks, self._sequence_number(run)),
+            )
+            last_ping = self.clock()
+            while self._holds_connection(run):
+                await self.sleep(min(0.5, self.ping_interval))
+                if self.clock() - last_ping >= self.ping_interval:
+                    await response.write(b"event: ping\n\n")
+                    last_ping = self.clock()
+            state = self._state(run)
+            if state.status == "paused" and run.stopped_at is None:
+                await send("workflow_paused", paused_data(run, state))
+            else:
+                data = finished_data(run, state, self._quirks)
+                await send("workflow_finished", data)
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The client went away; as on real servers, the run goes on.
+            pass
+        return response
+
+    async def _post_stop(self, request: web.Request) -> web.StreamResponse:
+        task_id = request.match_info["task_id"]
+        for run in self.runs.values():
+            if run.task_id == task_id:
+                self.stop(run.id)
+        # Dify acknowledges any task id, known or not.
+        return self._json({"result": "success"}, charset=True)
+
+
+def _uuid4(source: random.Random) -> str:
+    """A version-4 UUID drawn from a seeded random source."""
+    return str(uuid.UUID(int=source.getrandbits(128), version=4))
+
+
+def _check_start_body(body: Any, required: tuple[str, ...]) -> str | None:
+    if not isinstance(body, dict):
+        return "Request body must be a JSON object."
+    if not isinstance(body.get("inputs"), dict):
+        return "inputs is required in input form"
+    for name in required:
+        if not body["inputs"].get(name):
+            return f"{name} is required in input form"
+    if not isinstance(body.get("user"), str) or not body["user"]:
+        return "user is required"
+    if body.get("response_mode", "blocking") not in {"blocking", "streaming"}:
+        return "response_mode must be blocking or streaming"
+    return None
