@@ -14,6 +14,7 @@ from ._convert import converter
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConfigurationError,
     DifyAPIError,
     DifyConnectionError,
@@ -27,10 +28,12 @@ from ._errors import (
     ServerError,
     UnexpectedResponseError,
     WaitTimeoutError,
+    WrongEventLoopError,
 )
 from ._limits import RateLimiter, RetryBudget
 from ._models import RunStatus, StartedRun, WorkflowRun
 from ._policy import PollPolicy
+from ._sync import SyncDifyClient
 from ._wait import WaitResult, wait_for_run, wait_for_runs, watch_run
 
 try:
@@ -43,6 +46,7 @@ del importlib
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ConfigurationError",
     "DifyAPIError",
     "DifyClient",
@@ -60,10 +64,12 @@ __all__ = [
     "RunStatus",
     "ServerError",
     "StartedRun",
+    "SyncDifyClient",
     "UnexpectedResponseError",
     "WaitResult",
     "WaitTimeoutError",
     "WorkflowRun",
+    "WrongEventLoopError",
     "__version__",
     "converter",
     "wait_for_run",

@@ -18,7 +18,10 @@ library decided to raise", or one tier below it for a kind of failure::
     │                                not a UUID; nothing was sent
     ├── ConfigurationError           (also a ValueError) e.g. no API key anywhere
     ├── WaitTimeoutError             (also a TimeoutError) a wait passed its deadline
-    └── RunFailedError               a waited run failed or was stopped
+    ├── RunFailedError               a waited run failed or was stopped
+    ├── ClientClosedError            (also a RuntimeError) a call on a closed client
+    └── WrongEventLoopError          (also a RuntimeError) an async client used from a
+                                     second event loop
 
 Transport errors are chained to aiohttp's exception with ``raise ... from``;
 no error ever invents an HTTP status, and none ever carries the API key.
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ConfigurationError",
     "DifyAPIError",
     "DifyConnectionError",
@@ -48,6 +52,8 @@ __all__ = [
     "ServerError",
     "UnexpectedResponseError",
     "WaitTimeoutError",
+    "WrongEventLoopError",
+    "format_seconds",
 ]
 
 #: How much of an unexpected body an error keeps (characters).
@@ -60,6 +66,13 @@ def excerpt(body: bytes | str, limit: int = BODY_EXCERPT_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def format_seconds(seconds: float) -> str:
+    """Return a duration for a message, rounded: ``30`` for 30.000001, ``0.25``, ``0.004``."""
+    if 0 < abs(seconds) < 0.01:
+        return f"{seconds:.1g}"
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
 
 
 class DifyError(Exception):
@@ -232,6 +245,7 @@ class WaitTimeoutError(DifyError, TimeoutError):
     Attributes:
         run_id: The run that was waited for.
         last_run: The last record seen, or None if none was fetched.
+        timeout: The wait's timeout in seconds, as given.
     """
 
     def __init__(self, run_id: str, last_run: WorkflowRun | None, timeout: float | None) -> None:
@@ -239,7 +253,8 @@ class WaitTimeoutError(DifyError, TimeoutError):
         self.last_run = last_run
         self.timeout = timeout
         seen = f"last status {last_run.status.value!r}" if last_run else "no record fetched"
-        super().__init__(f"run {run_id} did not finish within {timeout} s ({seen})")
+        within = "before its deadline" if timeout is None else f"within {format_seconds(timeout)} s"
+        super().__init__(f"run {run_id} did not finish {within} ({seen})")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.run_id, self.last_run, self.timeout))
@@ -259,3 +274,16 @@ class RunFailedError(DifyError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.run,))
+
+
+class ClientClosedError(DifyError, RuntimeError):
+    """A call on a client that is closed (or was closed while the call ran); create a new one."""
+
+
+class WrongEventLoopError(DifyError, RuntimeError):
+    """An async :class:`~dify_runs.DifyClient` was used from a second event loop.
+
+    A ``DifyClient`` belongs to the event loop it was first used on. Blocking
+    code should use :class:`~dify_runs.SyncDifyClient`; code with several
+    loops needs one client per loop.
+    """
