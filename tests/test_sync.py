@@ -24,6 +24,7 @@ from dify_runs import (
     WaitTimeoutError,
     WorkflowRun,
 )
+from dify_runs.testing import Fault
 from tests.fake_thread import FakeDifyThread, fake_dify_thread
 
 FAST = PollPolicy.fixed(0.02)
@@ -210,16 +211,29 @@ def test_calls_after_close_raise(server: FakeDifyThread) -> None:
     assert issubclass(ClientClosedError, DifyError)
 
 
-def test_close_during_a_wait(server: FakeDifyThread) -> None:
-    """Closing from another thread ends a blocked wait with a DifyError, not a hang."""
-    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+def test_close_during_calls(server: FakeDifyThread) -> None:
+    """Closing from another thread ends blocked calls with a DifyError instead of a hang."""
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url, max_retries=0)
     run_id = server.add_run(duration=60)
     client.get_run(run_id)
+    server.on_server(lambda: server.fake.inject(Fault.stall(5), run_id=MISSING))
+    errors: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            client.get_run(MISSING)  # held by the server until the close
+        except DifyError as error:
+            errors.append(error)
+
+    looker = threading.Thread(target=lookup)
+    looker.start()
     closer = threading.Timer(0.1, client.close)
     closer.start()
     with pytest.raises(DifyError, match="closed"):
         client.wait_for_run(run_id, poll=FAST)
     closer.join()
+    looker.join(5)
+    assert [type(e) for e in errors] == [ClientClosedError]
     assert client_threads() == []
 
 
