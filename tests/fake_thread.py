@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from dify_runs.testing import FakeDify
 
 _T = TypeVar("_T")
@@ -63,6 +65,10 @@ class FakeDifyThread:
         return self.on_server(lambda: self.fake.count(**filters))
 
     @property
+    def url(self) -> str:
+        return self.fake.base_url
+
+    @property
     def env(self) -> dict[str, str]:
         return {"DIFY_API_KEY": self.fake.api_key, "DIFY_BASE_URL": self.fake.base_url}
 
@@ -75,3 +81,30 @@ def fake_dify_thread(**options: Any) -> Iterator[FakeDifyThread]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def app_thread(app: web.Application) -> Iterator[str]:
+    """Serve ``app`` on loopback from its own thread; yield its ``/v1`` base URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="aiohttp-app", daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
