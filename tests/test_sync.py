@@ -24,6 +24,7 @@ from dify_runs import (
     WaitTimeoutError,
     WorkflowRun,
 )
+from dify_runs._errors import format_seconds
 from dify_runs.testing import Fault
 from tests.fake_thread import FakeDifyThread, fake_dify_thread
 
@@ -69,9 +70,10 @@ def test_wait_errors_and_callbacks(server: FakeDifyThread, client: SyncDifyClien
     seen: list[RunStatus] = []
     with pytest.raises(WaitTimeoutError) as caught:
         client.wait_for_run(
-            run_id, timeout=0.1, poll=FAST, on_update=lambda run: seen.append(run.status)
+            run_id, timeout=0.1 + 0.05, poll=FAST, on_update=lambda run: seen.append(run.status)
         )
     assert caught.value.run_id == run_id
+    assert "did not finish within 0.15 s (last status 'running')" in str(caught.value)
     assert seen
     assert set(seen) == {RunStatus.RUNNING}
     with pytest.raises(RunNotFoundError):
@@ -285,3 +287,12 @@ def test_wrong_base_url_explains_itself(server: FakeDifyThread) -> None:
     message = str(caught.value)
     assert "base_url" in message
     assert "/v1" in message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(30.000001, "30"), (0.1 + 0.2, "0.3"), (0.25, "0.25"), (1234.5, "1234.5"), (0.004, "0.004")],
+)
+def test_durations_in_messages_are_rounded(seconds: float, text: str) -> None:
+    """Messages show durations as people write them (never 30.000001 or 1.23e+03)."""
+    assert format_seconds(seconds) == text
