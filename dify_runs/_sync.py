@@ -224,9 +224,10 @@ class SyncDifyClient:
         If the calling thread is interrupted (Ctrl-C), the coroutine is
         cancelled and given a moment to unwind before the interrupt goes on.
         """
-        unwound = threading.Event()
+        started, unwound = threading.Event(), threading.Event()
 
         async def guarded() -> _T:
+            started.set()
             try:
                 return await make()
             finally:
@@ -243,7 +244,8 @@ class SyncDifyClient:
         except BaseException:
             if not future.done():  # interrupted here (KeyboardInterrupt), not failed there
                 future.cancel()
-                unwound.wait(_UNWIND_TIMEOUT)
+                if started.is_set():  # else it never runs: a cancelled task skips its body
+                    unwound.wait(_UNWIND_TIMEOUT)
             raise
 
     def _iterate(self, make: Callable[[], AsyncIterator[_T]]) -> BlockingIterator[_T]:
