@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import random
 import threading
 import time
@@ -200,7 +201,8 @@ class SyncDifyClient:
             stacklevel=2,
         )
         # Not joined: __del__ may run anywhere. The thread closes the session and exits.
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
     def _submit(
         self, make: Callable[[], Coroutine[Any, Any, _T]]
