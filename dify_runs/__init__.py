@@ -30,11 +30,13 @@ from ._errors import (
     ServerError,
     UnexpectedResponseError,
     WaitTimeoutError,
+    WrongEventLoopError,
 )
 from ._limits import AdaptiveLimiter
 from ._models import RunStatus, StartedRun, WorkflowRun
 from ._policy import PollPolicy
 from ._retry import RetryBudget
+from ._sync import SyncDifyClient
 from ._wait import WaitResult, wait_for_run, wait_for_runs, watch_run
 
 try:
@@ -65,10 +67,12 @@ __all__ = [
     "RunStatus",
     "ServerError",
     "StartedRun",
+    "SyncDifyClient",
     "UnexpectedResponseError",
     "WaitResult",
     "WaitTimeoutError",
     "WorkflowRun",
+    "WrongEventLoopError",
     "__version__",
     "converter",
     "wait_for_run",

@@ -5,37 +5,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
-import time
-from collections import Counter
-from collections.abc import Sequence
-from typing import IO, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
-from . import __version__
-from ._client import DifyClient
-from ._convert import converter
-from ._errors import AuthenticationError, ConfigurationError, DifyError, WaitTimeoutError
-from ._models import WorkflowRun
-from ._wait import DEFAULT_WAIT_TIMEOUT, WaitResult, wait_for_run, wait_for_runs
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_DEADLINE = 3
-EXIT_PAUSED = 4
+from . import __version__, _protocol
+from ._client import DEFAULT_TIMEOUT, DifyClient
+from ._console import (
+    EXIT_OK,
+    EXIT_USAGE,
+    describe_error,
+    exit_code,
+    exit_for_error,
+    log_to_stderr,
+    record_json,
+    say,
+    wait_all,
+)
+from ._demo import demo
+from ._errors import ConfigurationError, DifyError
+from ._models import StartedRun, WorkflowRun
+from ._wait import DEFAULT_WAIT_TIMEOUT, wait_for_run
 
 EPILOG = """\
 exit codes:
   0  every run succeeded (or partially succeeded)
   1  some run failed or was stopped, or a lookup failed
-  2  usage or configuration error (bad arguments, no API key, key refused)
+  2  usage or configuration error (bad arguments, no API key, key refused,
+     a chat app's key, a port in use)
   3  a deadline passed before some run finished
   4  some run is paused, waiting for human input
 
 The API key comes from --api-key or the DIFY_API_KEY environment variable, the
 server from --base-url or DIFY_BASE_URL. The key is never printed.
 """
+
+_SERVER_VERSIONS = ("1.0.1", "1.12.1", "1.13.2")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,16 +58,54 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _number(kind: Callable[[str], float], *, low: float, strict: bool) -> Callable[[str], Any]:
+    """An argparse type: a finite number at least (or, ``strict``, above) ``low``."""
+    bound = f"> {low:g}" if strict else f">= {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_seconds = _number(float, low=0, strict=False)
+_positive_seconds = _number(float, low=0, strict=True)
+_count = _number(int, low=0, strict=False)
+_port = _number(int, low=0, strict=False)
+
+
 def _build_parser() -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument(
-        "--api-key", help="the Dify app's API key (default: $DIFY_API_KEY)", default=None
+        "--api-key",
+        default=None,
+        help="the Dify app's API key (default: $DIFY_API_KEY); never printed",
     )
     common.add_argument(
-        "--base-url", help="API root such as https://dify.example.com/v1 (default: $DIFY_BASE_URL)"
+        "--base-url",
+        default=None,
+        help="the API root, such as https://dify.example.com/v1 "
+        f"(default: $DIFY_BASE_URL, then {_protocol.DEFAULT_BASE_URL})",
     )
     common.add_argument(
-        "--request-timeout", type=float, default=30.0, metavar="S", help="seconds per request"
+        "--request-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="seconds allowed for each request (default: %(default)s)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show retries and their causes on stderr (default: off)",
     )
 
     parser = _Parser(
@@ -72,68 +117,115 @@ def _build_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def server_command(name: str, summary: str) -> argparse.ArgumentParser:
-        """A subcommand that talks to a Dify server (key, URL and timeout options)."""
+    def command(name: str, summary: str, *, server: bool = True) -> argparse.ArgumentParser:
+        """A subcommand; ``server`` ones talk to Dify (key, URL, timeout, verbosity)."""
         return commands.add_parser(
             name,
-            parents=[common],
+            parents=[common] if server else [],
             help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
             epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    get = server_command("get", "print runs as JSON lines")
-    get.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    get = command("get", "print runs as JSON lines")
+    get.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="a run id (a UUID)")
 
-    wait = server_command("wait", "wait for runs to finish")
-    wait.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    wait = command("wait", "wait for runs to finish")
+    wait.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="a run id (a UUID)")
     wait.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_WAIT_TIMEOUT,
         metavar="S",
-        help="give up after S seconds (default: %(default)s)",
+        help="give up on runs not finished after S seconds (default: %(default)s)",
     )
-    wait.add_argument("--json", action="store_true", help="print final records as JSON lines")
+    wait.add_argument(
+        "--json",
+        action="store_true",
+        help="print final records (and errors) as JSON lines (default: off)",
+    )
 
-    run = server_command("run", "start a run (and wait for it with --wait)")
+    run = command("run", "start a run (and wait for it with --wait)")
     run.add_argument(
-        "--input", action="append", default=[], metavar="KEY=VALUE", help="an input (repeatable)"
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an input of the workflow; repeat for more (default: none)",
     )
-    run.add_argument("--user", required=True, help="the end user's id")
-    run.add_argument("--wait", action="store_true", help="wait for the run to finish")
-    run.add_argument("--timeout", type=float, default=DEFAULT_WAIT_TIMEOUT, metavar="S")
+    run.add_argument("--user", required=True, help="your end user's id (required)")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the run to finish and print its record (default: off)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="S",
+        help="with --wait, give up after S seconds (default: %(default)s)",
+    )
 
-    simulate = commands.add_parser("simulate", help="serve the embedded Dify simulator")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=5001)
+    simulate = command("simulate", "serve the embedded Dify simulator", server=False)
+    simulate.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    simulate.add_argument(
+        "--port",
+        type=_port,
+        default=5001,
+        help="port to listen on; 0 picks a free one (default: %(default)s)",
+    )
     simulate.add_argument(
         "--version",
         dest="server_version",
-        default="1.13.2",
-        choices=["1.0.1", "1.12.1", "1.13.2"],
-        help="server behaviour to imitate",
+        default=_SERVER_VERSIONS[-1],
+        choices=_SERVER_VERSIONS,
+        help="the Dify version whose behaviour to imitate (default: %(default)s)",
     )
-    simulate.add_argument("--runs", type=int, default=3, help="runs to script at start")
-    simulate.add_argument("--duration", type=float, default=30.0, help="seconds each run takes")
+    simulate.add_argument(
+        "--runs", type=_count, default=3, help="runs to script at start (default: %(default)s)"
+    )
+    simulate.add_argument(
+        "--duration",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds each run takes (default: %(default)s)",
+    )
     simulate.add_argument(
         "--for",
         dest="lifetime",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="S",
-        help="stop after S seconds (default: until interrupted)",
+        help="stop after S seconds (default: run until interrupted)",
     )
 
-    demo = commands.add_parser("demo", help="start the simulator and wait for 50 runs")
-    demo.add_argument("--runs", type=int, default=50)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument(
+    show = command("demo", "start the simulator and wait for 50 runs", server=False)
+    show.add_argument(
+        "--runs", type=_count, default=50, help="runs to script (default: %(default)s)"
+    )
+    show.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="seed of durations, outcomes and faults (default: %(default)s)",
+    )
+    show.add_argument(
         "--longest",
-        type=float,
+        type=_positive_seconds,
         default=40.0,
         metavar="S",
         help="longest run in seconds (default: %(default)s)",
+    )
+    show.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show retries and their causes on stderr (default: off)",
     )
     return parser
 
@@ -148,143 +240,51 @@ def _secrets(argv: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-def _say(stream: IO[str], text: str) -> None:
-    stream.write(text + "\n")
-    stream.flush()
-
-
 def _client(args: argparse.Namespace) -> DifyClient:
-    return DifyClient(args.api_key, base_url=args.base_url, request_timeout=args.request_timeout)
+    key = args.api_key if args.api_key is not None else os.environ.get("DIFY_API_KEY", "")
+    if not key.strip():
+        raise ConfigurationError("no Dify API key: pass --api-key KEY or set DIFY_API_KEY")
+    return DifyClient(key, base_url=args.base_url, request_timeout=args.request_timeout)
 
 
-def _record_json(run: WorkflowRun) -> str:
-    return json.dumps(converter.unstructure(run), ensure_ascii=False, sort_keys=True)
+def _check_ids(run_ids: Sequence[str]) -> None:
+    """Refuse a malformed id before anything is sent (a usage error)."""
+    for run_id in run_ids:
+        _protocol.canonical_run_id(run_id)
 
 
 async def _get(args: argparse.Namespace) -> int:
+    _check_ids(args.run_ids)
     async with _client(args) as client:
         results = await client.get_runs(args.run_ids)
     code = EXIT_OK
     for run_id, result in zip(args.run_ids, results, strict=True):
         if isinstance(result, WorkflowRun):
-            _say(sys.stdout, _record_json(result))
+            say(sys.stdout, record_json(result))
+        elif exit_for_error(result) == EXIT_USAGE:
+            raise result  # one line for the whole command, not one per id
         else:
-            _say(sys.stderr, f"dify-runs: {run_id}: {result}")
-            code = max(code, _exit_for_error(result))
+            say(sys.stderr, f"dify-runs: {run_id}: {result}")
+            code = max(code, exit_for_error(result))
     return code
-
-
-def _exit_for_error(error: DifyError) -> int:
-    if isinstance(error, (AuthenticationError, ConfigurationError)):
-        return EXIT_USAGE
-    if isinstance(error, WaitTimeoutError):
-        return EXIT_DEADLINE
-    return EXIT_FAILED
-
-
-class _Progress:
-    """Counts of outcomes, drawn on one rewritten stderr line when it is a terminal."""
-
-    def __init__(self, total: int, stream: IO[str]) -> None:
-        self.total = total
-        self.stream = stream
-        self.live = stream.isatty()
-        self.counts: Counter[str] = Counter()
-        self.started = time.monotonic()
-
-    def add(self, label: str) -> None:
-        self.counts[label] += 1
-        self.draw()
-
-    def draw(self) -> None:
-        if not self.live:
-            return
-        pending = self.total - sum(self.counts.values())
-        parts = [f"running {pending}"] + [f"{k} {v}" for k, v in sorted(self.counts.items())]
-        elapsed = time.monotonic() - self.started
-        self.stream.write("\r\x1b[K" + " | ".join(parts) + f" | {elapsed:.1f} s")
-        self.stream.flush()
-
-    async def tick(self) -> None:
-        while True:
-            self.draw()
-            await asyncio.sleep(0.25)
-
-    def finish(self) -> None:
-        if self.live:
-            self.draw()
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _label(result: WaitResult) -> str:
-    if result.run is not None:
-        return result.run.status.value
-    if isinstance(result.error, WaitTimeoutError):
-        return "deadline"
-    return "error"
-
-
-def _exit_code(labels: Sequence[str], errors: Sequence[DifyError]) -> int:
-    if any(_exit_for_error(e) == EXIT_USAGE for e in errors):
-        return EXIT_USAGE
-    if {"failed", "stopped", "error"} & set(labels):
-        return EXIT_FAILED
-    if "deadline" in labels:
-        return EXIT_DEADLINE
-    if "paused" in labels:
-        return EXIT_PAUSED
-    if all(label in {"succeeded", "partial-succeeded"} for label in labels):
-        return EXIT_OK
-    return EXIT_FAILED
-
-
-async def _wait_all(
-    client: DifyClient, run_ids: Sequence[str], timeout: float, as_json: bool
-) -> tuple[list[WaitResult], int]:
-    progress = _Progress(len(run_ids), sys.stderr)
-    ticker = asyncio.ensure_future(progress.tick()) if progress.live else None
-    results: list[WaitResult] = []
-    try:
-        async for result in wait_for_runs(client, run_ids, timeout=timeout):
-            results.append(result)
-            progress.add(_label(result))
-            _print_result(result, as_json=as_json, live=progress.live)
-    finally:
-        if ticker is not None:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
-        progress.finish()
-    labels = [_label(r) for r in results]
-    errors = [r.error for r in results if r.error is not None]
-    return results, _exit_code(labels, errors)
-
-
-def _print_result(result: WaitResult, *, as_json: bool, live: bool) -> None:
-    if as_json:
-        if result.run is not None:
-            _say(sys.stdout, _record_json(result.run))
-        else:
-            payload = {
-                "id": result.run_id,
-                "error": type(result.error).__name__,
-                "message": str(result.error),
-            }
-            _say(sys.stdout, json.dumps(payload))
-        return
-    if live and sys.stdout.isatty():
-        return  # the progress line tells the story; the summary follows
-    if result.run is not None:
-        run = result.run
-        _say(sys.stdout, f"{run.id}\t{run.status.value}\t{run.elapsed_time:.1f}s")
-    else:
-        _say(sys.stdout, f"{result.run_id}\t{_label(result)}\t{result.error}")
 
 
 async def _wait(args: argparse.Namespace) -> int:
+    _check_ids(args.run_ids)
     async with _client(args) as client:
-        _, code = await _wait_all(client, args.run_ids, args.timeout, args.json)
+        _, code = await wait_all(client, args.run_ids, timeout=args.timeout, as_json=args.json)
     return code
+
+
+def _started_json(started: StartedRun) -> str:
+    created = started.created_at.isoformat() if started.created_at is not None else None
+    payload = {
+        "run_id": started.run_id,
+        "task_id": started.task_id,
+        "workflow_id": started.workflow_id,
+        "created_at": created,
+    }
+    return json.dumps(payload, sort_keys=True)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -292,17 +292,16 @@ async def _run(args: argparse.Namespace) -> int:
     for item in args.input:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _say(sys.stderr, f"dify-runs: --input needs KEY=VALUE, got {item!r}")
-            return EXIT_USAGE
+            raise ConfigurationError(f"--input needs KEY=VALUE, got {item!r}")
         inputs[key] = value
     async with _client(args) as client:
         started = await client.start_run(inputs=inputs, user=args.user)
-        _say(sys.stdout, json.dumps(converter.unstructure(started), sort_keys=True))
+        say(sys.stdout, _started_json(started))
         if not args.wait:
             return EXIT_OK
         run = await wait_for_run(client, started.run_id, timeout=args.timeout)
-    _say(sys.stdout, _record_json(run))
-    return _exit_code([run.status.value], [])
+    say(sys.stdout, record_json(run))
+    return exit_code([run.status.value], [])
 
 
 async def _simulate(args: argparse.Namespace) -> int:
@@ -311,18 +310,25 @@ async def _simulate(args: argparse.Namespace) -> int:
     fake = FakeDify(
         host=args.host, port=args.port, version=args.server_version, default_duration=args.duration
     )
-    async with fake:
-        _say(sys.stdout, f"Dify {args.server_version} simulator at {fake.base_url}")
-        _say(sys.stdout, f"API key: {DEFAULT_API_KEY}")
+    try:
+        await fake.start()
+    except OSError as error:
+        await fake.close()
+        reason = error.strerror or str(error)
+        raise ConfigurationError(
+            f"cannot listen on {args.host}:{args.port}: {reason} (choose another --port)"
+        ) from None
+    try:
+        say(sys.stdout, f"Dify {args.server_version} simulator at {fake.base_url}")
+        say(sys.stdout, f"API key: {DEFAULT_API_KEY}")
         for _ in range(args.runs):
-            _say(sys.stdout, f"run {fake.add_run(duration=args.duration)}")
-        try:
-            if args.lifetime is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(args.lifetime)
-        except asyncio.CancelledError:  # pragma: no cover - interactive Ctrl-C
-            pass
+            say(sys.stdout, f"run {fake.add_run(duration=args.duration)}")
+        if args.lifetime is None:  # pragma: no cover - interactive, ends with Ctrl-C
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(args.lifetime)
+    finally:
+        await fake.close()
     return EXIT_OK
 
 
@@ -335,8 +341,6 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _run(args)
     if args.command == "simulate":
         return await _simulate(args)
-    from ._demo import demo  # noqa: PLC0415 - _demo imports this module
-
     return await demo(
         runs=args.runs, seed=args.seed, longest=args.longest, out=sys.stdout, err=sys.stderr
     )
@@ -356,13 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _Parser.secrets = _secrets(arguments)
     args = parser.parse_args(arguments)
     try:
-        return asyncio.run(_dispatch(args))
-    except ConfigurationError as error:
-        _say(sys.stderr, f"dify-runs: {error}")
-        return EXIT_USAGE
+        with log_to_stderr(getattr(args, "verbose", False)):
+            return asyncio.run(_dispatch(args))
     except DifyError as error:
-        _say(sys.stderr, f"dify-runs: {error}")
-        return _exit_for_error(error)
+        say(sys.stderr, f"dify-runs: {describe_error(error)}")
+        return exit_for_error(error)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         return 130
 

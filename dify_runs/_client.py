@@ -36,6 +36,7 @@ from ._errors import (
     DifyTimeoutError,
     RunNotFoundError,
     UnexpectedResponseError,
+    WrongEventLoopError,
     excerpt,
     format_seconds,
 )
@@ -152,7 +153,12 @@ class DifyClient:
             )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        url = base_url or os.environ.get("DIFY_BASE_URL") or _protocol.DEFAULT_BASE_URL
+        if base_url:
+            url, self._base_url_source = base_url, "base_url="
+        elif os.environ.get("DIFY_BASE_URL"):
+            url, self._base_url_source = os.environ["DIFY_BASE_URL"], "DIFY_BASE_URL"
+        else:
+            url, self._base_url_source = _protocol.DEFAULT_BASE_URL, "the default"
         self.base_url = _protocol.normalize_base_url(url)
         self._base = URL(self.base_url)
         self.request_timeout = float(request_timeout)
@@ -186,6 +192,7 @@ class DifyClient:
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
+        self._loop: asyncio.AbstractEventLoop | None = None
         if self._base.scheme == "http" and not _is_loopback(self._base.host or ""):
             logger.warning(
                 "dify_runs sends the API key over plain http to %s; use https", self._base.host
@@ -211,6 +218,7 @@ class DifyClient:
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
             raise ClientClosedError("this DifyClient is closed; create a new one")
+        self._check_loop()
         if self._session is None:
             # aiohttp needs a running loop to build a session, so not in __init__.
             self._session = aiohttp.ClientSession(
@@ -220,6 +228,23 @@ class DifyClient:
         self._state = _State.OPEN
         return self._session
 
+    def _check_loop(self) -> None:
+        """Bind the client to the running loop on first use; refuse any other loop later.
+
+        Its session, scheduler and polls all belong to that loop.
+
+        Raises:
+            WrongEventLoopError: Called from another event loop than the first.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise WrongEventLoopError(
+                "a DifyClient belongs to the event loop it was first used on; "
+                "use SyncDifyClient for blocking code or one client per loop"
+            )
+
     async def close(self) -> None:
         """Stop every wait on this client and close the session it created.
 
@@ -227,6 +252,8 @@ class DifyClient:
         """
         if self._state is _State.CLOSED:
             return
+        if self._loop is not None:
+            self._check_loop()
         self._state = _State.CLOSED
         await self._scheduler.aclose()
         await self._gate.aclose()
@@ -331,7 +358,7 @@ class DifyClient:
             DifyError: A lookup failed for good (not found, auth, retries spent).
         """
         return await _wait.run_wait(
-            self._scheduler_for_use(),
+            self._scheduler_for_use,
             self.clock,
             run_id,
             timeout=timeout,
@@ -368,7 +395,7 @@ class DifyClient:
             and the :class:`DifyError` of a lookup that failed for good.
         """
         return _wait.run_watch(
-            self._scheduler_for_use(),
+            self._scheduler_for_use,
             self.clock,
             run_id,
             timeout=timeout,
@@ -409,7 +436,7 @@ class DifyClient:
             deadline, auth) yields its error.
         """
         return _wait.run_waits(
-            self._scheduler_for_use(),
+            self._scheduler_for_use,
             self.clock,
             run_ids,
             timeout=timeout,
@@ -419,8 +446,10 @@ class DifyClient:
         )
 
     def _scheduler_for_use(self) -> Scheduler:
+        """The scheduler, once the client is known to be open and on its own loop."""
         if self._state is _State.CLOSED:
             raise ClientClosedError("this DifyClient is closed; create a new one")
+        self._check_loop()
         return self._scheduler
 
     # -- starting and stopping runs ------------------------------------------------
@@ -543,7 +572,7 @@ class DifyClient:
         while True:
             ticket = await self._gate.acquire()
             try:
-                with _transport_errors(self.request_timeout):
+                with _transport_errors(self.request_timeout, self._connection_error):
                     async with session.post(
                         url,
                         json=body,
@@ -751,12 +780,22 @@ class DifyClient:
                     return response.status, response.headers, body
         except asyncio.TimeoutError as exc:
             seconds = self.request_timeout if time_limit is None else time_limit
-            raise DifyTimeoutError(f"no answer within {format_seconds(seconds)}") from exc
+            raise DifyTimeoutError(f"no answer within {format_seconds(seconds)} s") from exc
         except aiohttp.ClientError as exc:
-            raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
+            raise self._connection_error(exc) from exc
         raise UnexpectedResponseError(
             f"more than {_MAX_REDIRECTS} redirects", status=0, transient=False
         )
+
+    def _connection_error(self, exc: aiohttp.ClientError) -> DifyConnectionError:
+        """Our error for aiohttp's; a failure to connect names the host and the URL's origin."""
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.os_error.strerror or str(exc.os_error)
+            return DifyConnectionError(
+                f"cannot connect to {exc.host}:{exc.port} ({reason}); the base URL "
+                f"{self.base_url} came from {self._base_url_source}"
+            )
+        return DifyConnectionError(f"{type(exc).__name__}: {exc}")
 
     def _redirect_target(self, url: URL, response: aiohttp.ClientResponse) -> URL:
         location = response.headers.get("Location", "")
@@ -795,14 +834,16 @@ class DifyClient:
 
 
 @contextlib.contextmanager
-def _transport_errors(timeout: float) -> Iterator[None]:
+def _transport_errors(
+    timeout: float, connection_error: Callable[[aiohttp.ClientError], DifyConnectionError]
+) -> Iterator[None]:
     """Turn aiohttp's transport exceptions into ours, chained to theirs."""
     try:
         yield
     except asyncio.TimeoutError as exc:
-        raise DifyTimeoutError(f"no answer within {format_seconds(timeout)}") from exc
+        raise DifyTimeoutError(f"no answer within {format_seconds(timeout)} s") from exc
     except aiohttp.ClientError as exc:
-        raise DifyConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        raise connection_error(exc) from exc
 
 
 def _describe(error: DifyError) -> str:

@@ -17,9 +17,11 @@ library decided to raise", or one tier below it for a kind of failure::
     ├── InvalidIdError               (also a ValueError) a run, task or workflow id that is
     │                                not a UUID; nothing was sent
     ├── ConfigurationError           (also a ValueError) e.g. no API key anywhere
-    ├── ClientClosedError            (also a RuntimeError) the client was closed
     ├── WaitTimeoutError             (also a TimeoutError) a wait passed its deadline
-    └── RunFailedError               a waited run failed or was stopped
+    ├── RunFailedError               a waited run failed or was stopped
+    ├── ClientClosedError            (also a RuntimeError) a call on a closed client
+    └── WrongEventLoopError          (also a RuntimeError) an async client used from a
+                                     second event loop
 
 Transport errors are chained to aiohttp's exception with ``raise ... from``;
 no error ever invents an HTTP status, and none ever carries the API key.
@@ -50,6 +52,8 @@ __all__ = [
     "ServerError",
     "UnexpectedResponseError",
     "WaitTimeoutError",
+    "WrongEventLoopError",
+    "format_seconds",
 ]
 
 #: How much of an unexpected body an error keeps (characters).
@@ -62,6 +66,13 @@ def excerpt(body: bytes | str, limit: int = BODY_EXCERPT_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def format_seconds(seconds: float) -> str:
+    """Return a duration for a message, rounded: ``30`` for 30.000001, ``0.25``, ``0.004``."""
+    if 0 < abs(seconds) < 0.01:
+        return f"{seconds:.1g}"
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
 
 
 class DifyError(Exception):
@@ -226,10 +237,6 @@ class ConfigurationError(DifyError, ValueError):
     """The client is misconfigured (no API key, a bad base URL or option)."""
 
 
-class ClientClosedError(DifyError, RuntimeError):
-    """The client was closed: create a new one (also a ``RuntimeError``)."""
-
-
 class WaitTimeoutError(DifyError, TimeoutError):
     """A wait reached its deadline before the run finished.
 
@@ -258,18 +265,11 @@ class WaitTimeoutError(DifyError, TimeoutError):
         seen = f"last status {last_run.status.value!r}" if last_run else "no record fetched"
         if last_error is not None:
             seen += f"; last error: {last_error}"
-        within = "its deadline" if timeout is None else f"{format_seconds(timeout)}"
-        super().__init__(f"run {run_id} did not finish within {within} ({seen})")
+        within = "before its deadline" if timeout is None else f"within {format_seconds(timeout)} s"
+        super().__init__(f"run {run_id} did not finish {within} ({seen})")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.run_id, self.last_run, self.timeout, self.last_error))
-
-
-def format_seconds(seconds: float) -> str:
-    """Return a duration for a message, rounded: ``"900 s"``, ``"2.5 s"``, ``"0.25 s"``."""
-    if seconds >= 10:
-        return f"{seconds:.0f} s"
-    return f"{seconds:.3g} s"
 
 
 class RunFailedError(DifyError):
@@ -286,3 +286,16 @@ class RunFailedError(DifyError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.run,))
+
+
+class ClientClosedError(DifyError, RuntimeError):
+    """A call on a client that is closed (or was closed while the call ran); create a new one."""
+
+
+class WrongEventLoopError(DifyError, RuntimeError):
+    """An async :class:`~dify_runs.DifyClient` was used from a second event loop.
+
+    A ``DifyClient`` belongs to the event loop it was first used on. Blocking
+    code should use :class:`~dify_runs.SyncDifyClient`; code with several
+    loops needs one client per loop.
+    """

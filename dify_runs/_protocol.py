@@ -36,6 +36,7 @@ from ._models import StartedRun, WorkflowRun
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "NOT_AN_API_ROUTE",
     "RETRYABLE_STATUSES",
     "api_error",
     "canonical_run_id",
@@ -159,10 +160,20 @@ def api_error(status: int, headers: Mapping[str, str], body: bytes) -> DifyAPIEr
     return error_for(status, code, message, headers, excerpt(body))
 
 
+#: The message of a 404 that did not come from Dify's API (a web server's or router's page).
+NOT_AN_API_ROUTE = (
+    "Not Found, from a web server rather than Dify's API (no Dify error body): "
+    "base_url is probably wrong; it must be the API root, for example http://host/v1"
+)
+
+
 def error_for(
     status: int, code: str | None, message: str, headers: Mapping[str, str], body: str = ""
 ) -> DifyAPIError:
     """Build the :class:`DifyAPIError` subclass for an HTTP status, code and message."""
+    if not message and code is None and status == 404:
+        # Run ids are always UUIDs, so only a wrong base URL meets a router's 404.
+        message = NOT_AN_API_ROUTE
     if not message:
         message = "error response without a Dify message body"
     if status >= 500:

@@ -161,7 +161,7 @@ def _check_failure(record: WorkflowRun, raise_on_failure: bool) -> None:
 
 
 async def run_wait(
-    scheduler: Scheduler,
+    use: Callable[[], Scheduler],
     clock: Clock,
     run_id: str,
     *,
@@ -171,7 +171,8 @@ async def run_wait(
     raise_on_failure: bool,
     on_update: OnUpdate | None,
 ) -> WorkflowRun:
-    """Carry out ``DifyClient.wait_for_run`` on ``scheduler`` (see there)."""
+    """Carry out ``DifyClient.wait_for_run`` (see there); ``use`` gives the scheduler."""
+    scheduler = use()
     canonical = _protocol.canonical_run_id(run_id)
     policy = poll or _DEFAULT_POLICY
     deadline = _deadline(clock, timeout)
@@ -208,7 +209,7 @@ def _changed(before: WorkflowRun | None, after: WorkflowRun) -> bool:
 
 
 async def run_watch(
-    scheduler: Scheduler,
+    use: Callable[[], Scheduler],
     clock: Clock,
     run_id: str,
     *,
@@ -216,7 +217,8 @@ async def run_watch(
     poll: PollPolicy | None,
     return_on_paused: bool,
 ) -> AsyncGenerator[WorkflowRun, None]:
-    """Carry out ``DifyClient.watch_run`` on ``scheduler`` (see there)."""
+    """Carry out ``DifyClient.watch_run`` (see there); ``use`` gives the scheduler."""
+    scheduler = use()
     canonical = _protocol.canonical_run_id(run_id)
     policy = poll or _DEFAULT_POLICY
     inbox = _Inbox(_deadline(clock, timeout), timeout, return_on_paused)
@@ -282,7 +284,7 @@ class _UnexpectedError(DifyError):
 
 
 async def run_waits(
-    scheduler: Scheduler,
+    use: Callable[[], Scheduler],
     clock: Clock,
     run_ids: Iterable[str],
     *,
@@ -291,7 +293,8 @@ async def run_waits(
     return_on_paused: bool,
     raise_on_failure: bool,
 ) -> AsyncGenerator[WaitResult, None]:
-    """Carry out ``DifyClient.wait_for_runs`` on ``scheduler`` (see there)."""
+    """Carry out ``DifyClient.wait_for_runs`` (see there); ``use`` gives the scheduler."""
+    scheduler = use()
     results: asyncio.Queue[WaitResult] = asyncio.Queue()
     deadline = _deadline(clock, timeout)
     policy = poll or _DEFAULT_POLICY

@@ -1,113 +1,270 @@
-"""The dify-runs command, run as a subprocess against the simulator."""
+"""The dify-runs command: in-process main(argv) calls, and two real entry points."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import io
 import json
 import os
+import queue
 import socket
+import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from dify_runs import DifyClient, RunStatus
+from dify_runs import PollPolicy, RunStatus, SyncDifyClient, _demo, _scheduler, _wait
 from dify_runs import _cli as cli
-from dify_runs.testing import DEFAULT_API_KEY, FakeDify
+from dify_runs import _console as console
+from dify_runs.testing import DEFAULT_API_KEY, Fault, VirtualClock
+from tests.fake_thread import FakeDifyThread, app_thread, fake_dify_thread
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 SECRET = "app-cli-secret-key-0123456789"
 
 
-async def dify_runs(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    """Run `python -m dify_runs ARGS` and return (exit code, stdout, stderr)."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
-    environment.update(env or {})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dify_runs",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DIFY_* variables leak in, and first polls are not spread (runs end at once)."""
+    for name in list(os.environ):
+        if name.startswith("DIFY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(_wait, "FIRST_POLL_SPREAD", 0.0)
+    monkeypatch.setattr(_scheduler, "FIRST_POLL_SPREAD", 0.0)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDifyThread]:
+    """A simulator on its own thread; DIFY_API_KEY and DIFY_BASE_URL point at it."""
+    with fake_dify_thread(default_duration=0) as running:
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        yield running
+
+
+def run_main(*argv: str) -> int:
+    """main(argv), with argparse's SystemExit turned into its exit code."""
+    try:
+        return cli.main(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def one_line(text: str) -> str:
+    """The text, which must be exactly one line without a traceback."""
+    assert "Traceback" not in text
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+# -- real entry points (subprocesses) -------------------------------------------------
+
+
+def test_module_entry_point(server: FakeDifyThread) -> None:
+    """`python -m dify_runs get` prints a record, reading the key from the environment."""
+    run_id = server.add_run(duration=0)
+    done = subprocess.run(
+        [sys.executable, "-m", "dify_runs", "get", run_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["id"] == run_id
 
 
-def server_env(fake: FakeDify) -> dict[str, str]:
-    return {"DIFY_API_KEY": fake.api_key, "DIFY_BASE_URL": fake.base_url}
+def test_console_script_usage_error() -> None:
+    """The dify-runs script exits 2 on a usage error, with one line and no traceback."""
+    script = Path(sys.executable).with_name("dify-runs")
+    assert script.exists(), "install the package (pip install -e .) to get the script"
+    done = subprocess.run(
+        [str(script), "wait", "not-a-run-id", "--api-key", SECRET, "--base-url", "http://x/v1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "not a UUID" in one_line(done.stderr)
+    assert SECRET not in done.stdout + done.stderr
 
 
-async def test_get_prints_json(fake: FakeDify) -> None:
+# -- get ---------------------------------------------------------------------------------
+
+
+def test_get_prints_json(server: FakeDifyThread, capsys: pytest.CaptureFixture[str]) -> None:
     """get prints each record as a JSON line and exits 0."""
-    ids = [fake.add_run(duration=0, outputs={"n": i}) for i in range(2)]
-    code, out, err = await dify_runs("get", *ids, env=server_env(fake))
-    assert code == 0, err
-    records = [json.loads(line) for line in out.splitlines()]
+    ids = [server.add_run(duration=0, outputs={"n": i}) for i in range(2)]
+    assert run_main("get", *ids) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in records] == ids
     assert records[1]["outputs"] == {"n": 1}
     assert records[0]["status"] == "succeeded"
 
 
-async def test_get_missing_run(fake: FakeDify) -> None:
+def test_get_missing_run(server: FakeDifyThread, capsys: pytest.CaptureFixture[str]) -> None:
     """A missing run is reported on stderr with exit 1; the others still print."""
-    run_id = fake.add_run()
-    code, out, err = await dify_runs("get", run_id, MISSING, env=server_env(fake))
-    assert code == 1
+    run_id = server.add_run()
+    assert run_main("get", run_id, MISSING) == 1
+    out, err = capsys.readouterr()
     assert json.loads(out)["id"] == run_id
-    assert MISSING in err and "not found" in err
+    assert MISSING in err
+    assert "not found" in err
 
 
-async def test_options_instead_of_environment(fake: FakeDify) -> None:
+def test_options_instead_of_environment(
+    server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--api-key and --base-url work without the environment variables."""
-    run_id = fake.add_run()
-    code, out, _ = await dify_runs(
-        "get", run_id, "--api-key", fake.api_key, "--base-url", fake.base_url
-    )
-    assert code == 0
-    assert json.loads(out)["id"] == run_id
+    monkeypatch.delenv("DIFY_API_KEY")
+    monkeypatch.delenv("DIFY_BASE_URL")
+    run_id = server.add_run()
+    assert run_main("get", run_id, "--api-key", DEFAULT_API_KEY, "--base-url", server.url) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == run_id
 
 
-async def test_no_key_is_usage_error() -> None:
-    """No key anywhere: exit 2 with a clear message."""
-    code, _, err = await dify_runs("get", MISSING, "--base-url", "http://127.0.0.1:9/v1")
-    assert code == 2
-    assert "DIFY_API_KEY" in err
+# -- usage and configuration errors: exit 2, one line ----------------------------------
 
 
-async def test_refused_key_is_never_printed() -> None:
-    """A refused key exits 2 and appears nowhere in the output."""
-    async with FakeDify() as fake:
-        run_id = fake.add_run()
-        code, out, err = await dify_runs(
-            "wait", run_id, env={"DIFY_API_KEY": SECRET, "DIFY_BASE_URL": fake.base_url}
-        )
-    assert code == 2
-    assert "unauthorized" in out + err
+def test_no_key_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """No key anywhere: exit 2, and the message names the CLI's two ways to give one."""
+    assert run_main("get", MISSING, "--base-url", "http://127.0.0.1:9/v1") == 2
+    line = one_line(capsys.readouterr().err)
+    assert "--api-key" in line
+    assert "DIFY_API_KEY" in line
+    assert "api_key=" not in line
+
+
+@pytest.mark.parametrize("command", ["get", "wait"])
+def test_malformed_run_id_is_usage_error(
+    command: str, server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run id that is not a UUID: exit 2 before anything is sent."""
+    assert run_main(command, server.add_run(), "not-a-uuid") == 2
+    assert "not a UUID: 'not-a-uuid'" in one_line(capsys.readouterr().err)
+    assert server.count() == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["wait", MISSING, "--timeout", "-1"], id="negative-timeout"),
+        pytest.param(["wait", MISSING, "--timeout", "nan"], id="nan-timeout"),
+        pytest.param(["get", MISSING, "--request-timeout", "0"], id="zero-request-timeout"),
+        pytest.param(["simulate", "--port", "-5"], id="negative-port"),
+        pytest.param(["demo", "--runs", "-1"], id="negative-runs"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Out-of-range numbers are refused by the parser: exit 2, no traceback."""
+    assert run_main(*argv, "--api-key", SECRET) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error: argument" in err
+    assert SECRET not in err
+
+
+def test_port_in_use_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """simulate on a port already in use: exit 2 with one line that says so."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert run_main("simulate", "--port", str(port), "--for", "0") == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "--port" in line
+
+
+def test_chat_app_key_is_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key of a chat app (400 not_workflow_app) is a configuration error: exit 2, one line."""
+
+    async def chat_app(request: web.Request) -> web.Response:
+        body = {"code": "not_workflow_app", "message": "Please check if your app mode matches"}
+        return web.json_response({**body, "status": 400}, status=400)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", chat_app)
+    with app_thread(app) as base_url:
+        monkeypatch.setenv("DIFY_API_KEY", SECRET)
+        monkeypatch.setenv("DIFY_BASE_URL", base_url)
+        for command in ("wait", "get"):
+            assert run_main(command, MISSING, "00000000-0000-4000-8000-000000000001") == 2
+            line = one_line(capsys.readouterr().err)
+            assert "chat or completion app, not a workflow app" in line
+            assert "not_workflow_app" in line
+
+
+def test_refused_key_is_never_printed(
+    server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refused key exits 2 with one line, and the key appears nowhere."""
+    monkeypatch.setenv("DIFY_API_KEY", SECRET)
+    assert run_main("wait", server.add_run(), server.add_run()) == 2
+    out, err = capsys.readouterr()
+    assert "unauthorized" in one_line(err)
     assert SECRET not in out + err
 
 
-async def test_help_lists_exit_codes_without_key() -> None:
+def test_usage_errors_redact_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse errors that echo arguments do not echo the key."""
+    assert run_main("get", MISSING, "--api-key", SECRET, "--bogus", SECRET) == 2
+    out, err = capsys.readouterr()
+    assert "unrecognized arguments" in err
+    assert SECRET not in out + err
+
+
+def test_bad_input_syntax(server: FakeDifyThread, capsys: pytest.CaptureFixture[str]) -> None:
+    """run --input without '=' is a usage error, and nothing is started."""
+    assert run_main("run", "--user", "u", "--input", "novalue") == 2
+    assert "KEY=VALUE" in one_line(capsys.readouterr().err)
+    assert server.count(route="start_run") == 0
+
+
+# -- help ------------------------------------------------------------------------------
+
+
+def test_help_lists_exit_codes_without_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--help documents the exit codes and never shows the key."""
-    code, out, _ = await dify_runs("wait", "--help", env={"DIFY_API_KEY": SECRET})
-    assert code == 0
+    monkeypatch.setenv("DIFY_API_KEY", SECRET)
+    assert run_main("wait", "--help") == 0
+    out = capsys.readouterr().out
     for line in ("0  every run succeeded", "3  a deadline passed", "4  some run is paused"):
         assert line in out
     assert SECRET not in out
 
 
-async def test_usage_errors_redact_key() -> None:
-    """argparse errors that echo arguments do not echo the key."""
-    code, out, err = await dify_runs("get", MISSING, "--api-key", SECRET, "--bogus", SECRET)
-    assert code == 2
-    assert "unrecognized arguments" in err
-    assert SECRET not in out + err
+def test_every_option_has_help_with_its_default() -> None:
+    """Each option of each command says what it does and what it defaults to."""
+    parser = cli._build_parser()
+    commands = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    assert isinstance(commands.choices, dict)
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings} has no help"
+            assert "default" in action.help or action.required, (name, action.option_strings)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the version."""
+    assert run_main("--version") == 0
+    assert capsys.readouterr().out.startswith("dify-runs ")
+
+
+# -- wait --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -120,87 +277,26 @@ async def test_usage_errors_redact_key() -> None:
         pytest.param([{"status": "succeeded", "pause_at": 0, "duration": 9}], 4, id="paused"),
     ],
 )
-async def test_wait_exit_codes(
-    scripts: list[dict[str, object]], expected: int, fake: FakeDify
+def test_wait_exit_codes(
+    scripts: list[dict[str, object]],
+    expected: int,
+    server: FakeDifyThread,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """wait's exit code tells how the runs ended; piped output has a line per run."""
-    options: dict[str, object] = {"duration": 0.2}
-    ids = [fake.add_run(**{**options, **script}) for script in scripts]  # type: ignore[arg-type]
-    code, out, err = await dify_runs("wait", *ids, "--timeout", "2", env=server_env(fake))
-    assert code == expected, err
-    lines = out.splitlines()
+    ids = [server.add_run(**{"duration": 0, **script}) for script in scripts]
+    assert run_main("wait", *ids, "--timeout", "0.1") == expected
+    lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split("\t")[0] for line in lines) == sorted(ids)
 
 
-async def test_wait_json(fake: FakeDify) -> None:
+def test_wait_json(server: FakeDifyThread, capsys: pytest.CaptureFixture[str]) -> None:
     """wait --json prints final records (and errors) as JSON lines."""
-    run_id = fake.add_run(duration=0.1, outputs={"a": 1})
-    code, out, _ = await dify_runs("wait", run_id, MISSING, "--json", env=server_env(fake))
-    assert code == 1
-    by_id = {item["id"]: item for item in map(json.loads, out.splitlines())}
+    run_id = server.add_run(duration=0, outputs={"a": 1})
+    assert run_main("wait", run_id, MISSING, "--json") == 1
+    by_id = {item["id"]: item for item in map(json.loads, capsys.readouterr().out.splitlines())}
     assert by_id[run_id]["outputs"] == {"a": 1}
     assert by_id[MISSING]["error"] == "RunNotFoundError"
-
-
-async def test_bad_input_syntax(fake: FakeDify) -> None:
-    """run --input without '=' is a usage error."""
-    code, _, err = await dify_runs("run", "--user", "u", "--input", "novalue", env=server_env(fake))
-    assert code == 2
-    assert "KEY=VALUE" in err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def test_simulate_serves_runs() -> None:
-    """simulate starts a server whose scripted runs the client can read."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dify_runs",
-        "simulate",
-        "--port",
-        str(port),
-        "--runs",
-        "1",
-        "--duration",
-        "0",
-        "--for",
-        "10",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        banner = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
-        assert f"http://127.0.0.1:{port}/v1" in banner
-        assert DEFAULT_API_KEY in (await process.stdout.readline()).decode()
-        run_id = (await process.stdout.readline()).decode().split()[1]
-        async with DifyClient(DEFAULT_API_KEY, base_url=f"http://127.0.0.1:{port}/v1") as client:
-            assert (await client.get_run(run_id)).status is RunStatus.SUCCEEDED
-    finally:
-        process.terminate()
-        await process.wait()
-
-
-async def test_demo_small() -> None:
-    """The demo runs end to end (at a small size) and prints its summary."""
-    code, out, err = await dify_runs("demo", "--runs", "8", "--longest", "2", timeout=120)
-    assert code == 0, err
-    assert "outcome" in out
-    assert "polling every second would have taken" in out
-    assert DEFAULT_API_KEY not in out + err
-
-
-async def test_version() -> None:
-    """--version prints the version."""
-    code, out, _ = await dify_runs("--version")
-    assert code == 0
-    assert out.startswith("dify-runs ")
 
 
 class _Terminal(io.StringIO):
@@ -208,23 +304,137 @@ class _Terminal(io.StringIO):
         return True
 
 
-async def test_live_progress_on_terminal(
-    fake: FakeDify, make_client: Callable[..., DifyClient], monkeypatch: pytest.MonkeyPatch
+def test_terminal_ends_with_runs_that_did_not_succeed(
+    server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a terminal, progress is one rewritten stderr line with counts and elapsed time."""
-    err = _Terminal()
-    out = _Terminal()
-    monkeypatch.setattr(sys, "stderr", err)
+    """On a terminal: a live progress line, then one line per run that did not succeed."""
+    out, err = _Terminal(), _Terminal()
     monkeypatch.setattr(sys, "stdout", out)
-    ids = [fake.add_run(duration=0.3), fake.add_run(duration=0, status="failed")]
-    _, code = await cli._wait_all(make_client(fake), ids, timeout=10, as_json=False)
-    assert code == 1
-    text = err.getvalue()
-    assert "\r" in text
-    assert "failed 1" in text
-    assert "succeeded 1" in text
-    assert text.rstrip().endswith("s")
-    assert out.getvalue() == ""
+    monkeypatch.setattr(sys, "stderr", err)
+    ok = server.add_run(duration=0)
+    failed = server.add_run(duration=0, status="failed", error="boom: the tool timed out")
+    paused = server.add_run(duration=9, pause_at=0)
+    assert run_main("wait", ok, failed, paused, MISSING) == 1
+    progress = err.getvalue()
+    assert "\r" in progress
+    assert "failed 1" in progress
+    assert "succeeded 1" in progress
+    lines = {line.split("\t")[0]: line.split("\t") for line in out.getvalue().splitlines()}
+    assert set(lines) == {failed, paused, MISSING}
+    assert lines[failed][1] == "failed"
+    assert lines[failed][-1] == "boom: the tool timed out"
+    assert lines[paused][1] == "paused"
+    assert lines[paused][-1] == "waiting for human input"
+    assert lines[MISSING][1] == "error"
+    assert "not found" in lines[MISSING][-1]
+
+
+def test_verbose_shows_retries(server: FakeDifyThread, capsys: pytest.CaptureFixture[str]) -> None:
+    """-v shows each retry and its cause on stderr; without it, nothing is logged."""
+    run_id = server.add_run(duration=0)
+    server.on_server(lambda: server.fake.inject(Fault.error(503, html=True), times=1))
+    assert run_main("get", run_id, "-v") == 0
+    err = capsys.readouterr().err
+    assert "dify-runs: retrying GET" in err
+    assert "HTTP 503" in err
+    server.on_server(lambda: server.fake.inject(Fault.error(503, html=True), times=1))
+    assert run_main("get", run_id) == 0
+    assert capsys.readouterr().err == ""
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def test_run_prints_run_id_and_waits(
+    server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run prints run_id and task_id (as StartedRun names them); --wait adds the final record."""
+    assert run_main("run", "--input", "query=hello", "--user", "u1", "--wait") == 0
+    started, final = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert started["run_id"] in server.fake.runs
+    assert started["task_id"]
+    assert "workflow_run_id" not in started
+    assert final["id"] == started["run_id"]
+    assert final["status"] == "succeeded"
+    assert final["inputs"]["query"] == "hello"
+
+
+# -- simulate and demo -----------------------------------------------------------------
+
+
+class _Lines(io.StringIO):
+    """A stdout that hands each complete line to a queue (read from another thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: queue.Queue[str] = queue.Queue()
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            self.lines.put(line)
+        return len(text)
+
+
+def test_simulate_serves_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """simulate starts a server whose scripted runs a client can read."""
+    out = _Lines()
+    monkeypatch.setattr(sys, "stdout", out)
+    command = threading.Thread(
+        target=run_main,
+        args=("simulate", "--port", "0", "--runs", "1", "--duration", "0", "--for", "0.3"),
+    )
+    command.start()
+    try:
+        banner = out.lines.get(timeout=10)
+        base_url = banner.rpartition(" at ")[2]
+        assert base_url.startswith("http://127.0.0.1:")
+        assert DEFAULT_API_KEY in out.lines.get(timeout=10)
+        run_id = out.lines.get(timeout=10).split()[1]
+        with SyncDifyClient(DEFAULT_API_KEY, base_url=base_url) as client:
+            assert client.get_run(run_id).status is RunStatus.SUCCEEDED
+    finally:
+        command.join(10)
+
+
+def test_demo_summary_is_truthful() -> None:
+    """The demo (on a virtual clock) ends as scripted and compares honest request counts."""
+    out, err = io.StringIO(), io.StringIO()
+    code = asyncio.run(_demo.demo(runs=8, longest=30, out=out, err=err, clock=VirtualClock()))
+    assert code == 0, err.getvalue()
+    text = out.getvalue()
+    assert "outcome" in text
+    assert "Polling each run every second until it settled would take about" in text
+    assert "met an injected 503 and were retried" in text
+    assert DEFAULT_API_KEY not in text + err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("settles_at", "every_second"),
+    [(0.0, 1), (0.5, 2), (1.0, 2), (2.5, 4), (30.0, 31)],
+)
+def test_polling_every_second_arithmetic(settles_at: float, every_second: int) -> None:
+    """A one-second poller polls at 0, 1, 2 ... and stops at the first poll at or after the end."""
+    assert _demo._polls_until(settles_at, PollPolicy.fixed(1.0)) == every_second
+
+
+def test_schedule_costs_less_for_long_runs() -> None:
+    """The default schedule costs what it should: a one-hour run takes about 80 polls."""
+    policy = PollPolicy()
+    assert _demo._polls_until(5.0, policy) >= 5  # young runs: about every second
+    assert 70 <= _demo._polls_until(3600.0, policy) <= 90
+
+
+def test_no_import_cycle() -> None:
+    """_demo and _console never import _cli (the command imports them, one way)."""
+    for module in (_demo, console):
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert "_cli" not in imported, module.__name__
 
 
 @pytest.mark.parametrize(
@@ -241,20 +451,4 @@ async def test_live_progress_on_terminal(
 )
 def test_exit_code_precedence(labels: list[str], code: int) -> None:
     """Failures outrank deadlines, which outrank pauses."""
-    assert cli._exit_code(labels, []) == code
-
-
-async def test_run_and_wait_command() -> None:
-    """run --input ... --user U --wait starts a run, prints its ids, then its record."""
-    async with FakeDify(default_duration=0.3) as fake:
-        code, out, err = await dify_runs(
-            "run", "--input", "query=hello", "--user", "u1", "--wait", env=server_env(fake)
-        )
-        assert code == 0, err
-        started, final = (json.loads(line) for line in out.splitlines())
-        assert started["workflow_run_id"] in fake.runs
-        assert final["status"] == "succeeded"
-        assert final["inputs"]["query"] == "hello"
-        code, out, _ = await dify_runs("run", "--user", "u1", env=server_env(fake))
-        assert code == 0
-        assert json.loads(out)["task_id"]
+    assert console.exit_code(labels, []) == code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -29,10 +30,14 @@ from dify_runs import (
     ServerError,
     UnexpectedResponseError,
     WorkflowRun,
+    WrongEventLoopError,
+    wait_for_run,
+    wait_for_runs,
 )
 from dify_runs.testing import FakeDify, Fault
 
 from .conftest import Serve
+from .fake_thread import fake_dify_thread
 
 MakeClient = Callable[..., DifyClient]
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -600,3 +605,64 @@ async def test_get_runs_cancellation_leaves_nothing(
         await task
     fake.clear_faults()
     assert (await client.get_run(fake.add_run())).id
+
+
+# --- one client, one event loop; errors that say where to look -------------------------
+
+
+def test_client_refuses_a_second_event_loop() -> None:
+    """A DifyClient used on one loop raises WrongEventLoopError (with the way out) on another."""
+    with fake_dify_thread() as server:
+        client = DifyClient(server.fake.api_key, base_url=server.url)
+
+        async def first() -> None:
+            with pytest.raises(RunNotFoundError):
+                await client.get_run(MISSING)
+
+        async def second() -> None:
+            with pytest.raises(WrongEventLoopError, match="SyncDifyClient") as caught:
+                await client.get_run(MISSING)
+            assert "belongs to the event loop it was first used on" in str(caught.value)
+            with pytest.raises(WrongEventLoopError):
+                await wait_for_run(client, MISSING)
+            with pytest.raises(WrongEventLoopError):
+                async for _ in wait_for_runs(client, [MISSING]):
+                    pass
+            with pytest.raises(WrongEventLoopError):
+                await client.close()
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(first())
+            asyncio.run(second())
+            loop.run_until_complete(client.close())
+        finally:
+            loop.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("source", ["argument", "environment"])
+async def test_connection_error_names_host_and_url_source(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection names the host and port tried, and where the base URL came from."""
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    if source == "environment":
+        monkeypatch.setenv("DIFY_BASE_URL", url)
+        client, origin = DifyClient("app-x", max_retries=0), "DIFY_BASE_URL"
+    else:
+        client, origin = DifyClient("app-x", base_url=url, max_retries=0), "base_url="
+    async with client:
+        with pytest.raises(DifyConnectionError) as caught:
+            await client.get_run(MISSING)
+        with pytest.raises(DifyConnectionError) as posted:
+            await client.start_run(inputs={}, user="u")
+    for error in (caught.value, posted.value):
+        assert f"cannot connect to 127.0.0.1:{port}" in str(error)
+        assert f"{url}/ came from {origin}" in str(error)

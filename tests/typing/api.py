@@ -115,3 +115,28 @@ async def simulator() -> None:
             await wait_for_run(client, run_id)
         count: int = fake.count(run_id=run_id)
         _ = count
+
+
+def blocking(run_id: str) -> None:
+    with dify_runs.SyncDifyClient("app-x", base_url="http://127.0.0.1:5001/v1") as client:
+        run: WorkflowRun = client.get_run(run_id)
+        runs: list[WorkflowRun | DifyError] = client.get_runs([run_id], concurrency=4)
+        run = client.wait_for_run(run_id, timeout=600, poll=PollPolicy.fixed(2.0))
+        run = client.wait_for_run(run_id, on_update=lambda record: None)
+        for result in client.wait_for_runs([run_id], timeout=None):
+            item: WaitResult = result
+            _ = item
+        with client.watch_run(run_id, return_on_paused=False) as updates:
+            for update in updates:
+                status: RunStatus = update.status
+                _ = status
+        started: StartedRun = client.start_run(inputs={"query": "x"}, user="u")
+        client.stop_run(started.task_id, user="u")
+        run = client.run_and_wait(inputs={}, user="u", raise_on_failure=True)
+        base: str = client.base_url
+        _ = (run, runs, base)
+    try:
+        client.get_run(run_id)
+    except dify_runs.ClientClosedError as error:
+        problem: RuntimeError = error
+        _ = problem
