@@ -13,15 +13,18 @@ How the limit moves (TCP Vegas, as in Netflix's concurrency-limits):
   queued at the server.
 - Below ``alpha`` queued, the limit grows (doubling per round trip until the
   first sign of a queue, then by one per round trip); above ``beta``, it
-  shrinks by one per round trip. The server stays busy with a short queue:
+  sheds about half of the excess queue per round trip. The server stays busy with a short queue:
   full throughput, without parking a deep queue on it.
 - Every ``probe_interval`` seconds, one request runs alone so the floor is
   measured afresh (a server that became slower is not mistaken for a queue
   forever, and one that became faster is noticed).
 - A 429 or 503 answer, or a timeout, cuts the limit and paces request starts
   at 70 % of the rate just sent, at most once per ``interval`` however many
-  such answers arrive together; the pace then recovers by 10 % per quiet
-  interval and is lifted once well above what the client sends.
+  such answers arrive together; the pace then recovers, quickly up to the
+  rate of that back-off and by 10 % per quiet interval beyond it, and is
+  lifted once well above what the client sends. When the share of such
+  answers does not move with the pace (a proxy refusing every fifth request
+  whatever the rate), the pace recovers instead of falling further.
 - The user's ``max_concurrency`` and ``rate_limit`` are hard ceilings.
 """
 
@@ -85,7 +88,7 @@ class AdaptiveLimiter:
     _answers: int = attrs.field(init=False, default=0)
     _overloads: int = attrs.field(init=False, default=0)
     _ratio_at_backoff: float | None = attrs.field(init=False, default=None)
-    _cut: bool = attrs.field(init=False, default=False)
+    _rate_at_backoff: float = attrs.field(init=False, default=0.0)
     _last_start: float = attrs.field(init=False, default=-math.inf)
     _next_probe: float | None = attrs.field(init=False, default=None)
     _probing: bool = attrs.field(init=False, default=False)
@@ -177,8 +180,10 @@ class AdaptiveLimiter:
         elif queued < self.alpha:
             self.limit += 1.0 / self.limit  # one per round trip
         elif queued > self.beta:
+            # Shed about half of the excess queue per round trip: far above, fall fast.
             self._slow_start = False
-            self.limit = max(1.0, self.limit - 1.0 / self.limit)
+            shed = max(1.0, (queued - self.beta) / 2)
+            self.limit = max(1.0, self.limit - shed / self.limit)
         if queued >= 1:
             self._slow_start = False
         self.limit = min(self.limit, float(self.max_concurrency))
@@ -188,18 +193,17 @@ class AdaptiveLimiter:
         if self._window_start is None:
             self._window_start = now
         if now - self._window_start >= self.interval and self._answers:
-            self._decide(self._overloads / self._answers)
+            self._decide(now, self._overloads / self._answers)
             self._window_start, self._answers, self._overloads = now, 0, 0
         self._answers += 1
         self._overloads += overloaded
-        if overloaded and self._ratio_at_backoff is None and not self._cut:
-            # The first sign of overload: fewer in flight at once; the pace is set
-            # at the interval's end, when the rate sent over it is known.
-            self._cut = True
-            self._slow_start = False
-            self.limit = max(1.0, self.limit * self.decrease)
+        if overloaded and self.pace is None and self._answers >= _FIRST_SIGN:
+            # The first signs of overload: back off now, from what this interval showed.
+            self._back_off(now, self._overloads / self._answers)
+            self._ratio_at_backoff = None  # judged afresh at this interval's end
+            self._window_start, self._answers, self._overloads = now, 0, 0
 
-    def _decide(self, ratio: float) -> None:
+    def _decide(self, now: float, ratio: float) -> None:
         """Back off, hold or recover, once per interval, by the share of overloaded answers.
 
         Backing off is what helps when the server rations requests; when the
@@ -210,26 +214,40 @@ class AdaptiveLimiter:
         last = self._ratio_at_backoff
         moved = last is None or ratio < 0.8 * last or ratio > 1.25 * last
         if ratio > _NOISE and (moved or ratio > 0.5):  # (most refused: back off regardless)
-            self._back_off()
+            self._back_off(now, ratio)
             self._ratio_at_backoff = ratio
         elif self.pace is not None:
-            self.pace *= 1.1
-            sent = len(self._starts) / self.interval
-            if ratio <= _NOISE and self.pace > 2 * max(sent, 1.0):
+            # Back quickly toward the rate of the last back-off, then probe beyond it gently.
+            if self.pace < self._rate_at_backoff:
+                self.pace = max(
+                    self.pace * 1.1, self.pace + 0.5 * (self._rate_at_backoff - self.pace)
+                )
+            else:
+                self.pace *= 1.1
+            if ratio <= _NOISE and self.pace > 2 * max(self._sent_rate(now), 1.0):
                 self.pace = None  # well above what the client sends: no longer needed
                 self._ratio_at_backoff = None
-                self._cut = False
 
-    def _back_off(self) -> None:
+    def _sent_rate(self, now: float) -> float:
+        """Requests started per second over the last interval (or since the first start)."""
+        if not self._starts:
+            return 0.0
+        span = min(self.interval, max(now - self._starts[0], 0.1 * self.interval))
+        return len(self._starts) / span
+
+    def _back_off(self, now: float, ratio: float) -> None:
+        """Fewer in flight, and a pace at what the server took, at most 70 % of what was sent."""
         self._slow_start = False
-        if not self._cut:
-            self.limit = max(1.0, self.limit * self.decrease)
-        self._cut = False
-        sent = len(self._starts) / self.interval
-        current = self.pace if self.pace is not None else sent
-        self.pace = max(1.0 / self.interval, min(current, sent) * self.decrease)
+        self.limit = max(1.0, self.limit * self.decrease)
+        sent = self._sent_rate(now)
+        current = min(self.pace, sent) if self.pace is not None else sent
+        # What got through, but never a cut of more than half at once (few answers mislead).
+        self._rate_at_backoff = current * max(0.5, 1 - ratio)
+        self.pace = max(1.0 / self.interval, min(current * self.decrease, self._rate_at_backoff))
 
 
+#: How many answers of an interval, the overloaded one included, make a first back-off.
+_FIRST_SIGN = 8
 #: A share of overloaded answers below which the server is taken to be fine.
 _NOISE = 0.01
 

@@ -262,13 +262,15 @@ async def test_retry_after_is_capped(fake: FakeDify, make_client: MakeClient) ->
 
 
 async def test_rate_limit_lowers_client_rate(fake: FakeDify, make_client: MakeClient) -> None:
-    """A 429 lowers how many requests the client sends at once."""
-    fake.inject(Fault.rate_limit(), times=1)
+    """A burst of 429s lowers how many requests the client sends at once, and paces it."""
+    fake.inject(Fault.rate_limit(), times=10)
     sleeps = Sleeps()
     client = make_client(fake, sleep=sleeps, clock=sleeps.now)
     before = client.limiter.limit
-    await client.get_run(fake.add_run())
+    results = await client.get_runs([fake.add_run() for _ in range(10)])
+    assert all(isinstance(r, WorkflowRun) for r in results)
     assert client.limiter.limit < before
+    assert client.limiter.pace is not None
 
 
 async def test_retry_budget_stops_retries(fake: FakeDify, make_client: MakeClient) -> None:

@@ -59,13 +59,13 @@ def test_finds_a_one_at_a_time_servers_capacity(start: float) -> None:
 
 
 def test_shrinks_when_latency_climbs() -> None:
-    """Latency far above the floor (a deep queue) lowers the limit, one per round trip."""
+    """Latency far above the floor (a deep queue) sheds half the excess per round trip."""
     limiter = AdaptiveLimiter(max_concurrency=64)
     run_round(limiter, 0.0, 0.010)  # floor 10 ms
     limiter.limit = 40.0
     before = limiter.limit
     run_round(limiter, 1.0, 0.100)  # 40 * (1 - 0.1) = 36 queued: far above beta
-    assert limiter.limit == pytest.approx(before - 1, abs=0.05)
+    assert limiter.limit == pytest.approx(before - (36 - limiter.beta) / 2, rel=0.1)
 
 
 def test_holds_between_alpha_and_beta() -> None:
@@ -87,7 +87,7 @@ def test_an_idle_client_does_not_grow() -> None:
 
 
 def test_one_back_off_per_interval_under_a_429_storm() -> None:
-    """Fifty 429s within one interval cut the limit once, and set the pace once, at its end."""
+    """Fifty 429s within one interval cut the limit and set the pace once, not fifty times."""
     limiter = AdaptiveLimiter(interval=1.0)
     limiter.limit = 20.0
     for i in range(100):  # 100 starts in the last second: 100 requests/s sent
@@ -95,15 +95,12 @@ def test_one_back_off_per_interval_under_a_429_storm() -> None:
     for i in range(50):
         limiter.finished(1.0 + i / 100, None, in_flight=5, overloaded=True)
     assert limiter.limit == pytest.approx(14.0)
-    assert limiter.pace is None
-    limiter.finished(2.1, None, in_flight=5, overloaded=True)  # the interval is over
-    assert limiter.limit == pytest.approx(14.0)
-    assert limiter.pace == pytest.approx(70.0)
-    for i in range(50):
-        limiter.finished(2.2 + i / 100, None, in_flight=5, overloaded=True)
-    limiter.finished(3.2, None, in_flight=5, overloaded=True)  # the next interval: once more
+    # Nothing got through: the pace is cut as far as one back-off goes (half), once.
+    assert limiter.pace == pytest.approx(50.0)
+    limiter.finished(2.2, None, in_flight=5, overloaded=True)  # the interval is over
     assert limiter.limit == pytest.approx(9.8)
-    assert limiter.pace == pytest.approx(49.0)
+    assert limiter.pace is not None
+    assert limiter.pace < 50.0
 
 
 def test_pace_recovers_and_is_lifted() -> None:
@@ -115,7 +112,7 @@ def test_pace_recovers_and_is_lifted() -> None:
     limiter.finished(1.5, None, in_flight=5, overloaded=True)
     assert limiter.pace is None
     limiter.finished(2.1, 0.01, in_flight=5)
-    assert limiter.pace == pytest.approx(70.0)
+    assert limiter.pace == pytest.approx(50.0)  # all refused: cut in half, once, at the end
     limiter.finished(2.5, 0.01, in_flight=limiter.started(2.5))
     limiter.finished(3.2, 0.01, in_flight=limiter.started(3.2))
     assert limiter.pace is None  # a quiet interval, well above the 2 requests/s now sent
