@@ -14,6 +14,7 @@ import aiohttp
 import aioresponses.core
 import pytest
 from aiohttp import web
+from hypothesis import settings
 
 from dify_runs import DifyClient
 from dify_runs.testing import FakeDify, VirtualClock
@@ -32,6 +33,17 @@ class _CompatClientResponse(aiohttp.ClientResponse):
 
 
 aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+# --- how much to fuzz -------------------------------------------------------------------
+# DIFY_RUNS_FUZZ picks the Hypothesis profile: "quick" (the default: every interpreter's test
+# session), "ci" (2,000 examples per input kind, once per CI run in `nox -s fuzz`) or "long"
+# (50,000, through `nox -s reliability -- long`).
+FUZZ_PROFILE = os.environ.get("DIFY_RUNS_FUZZ", "quick")
+settings.register_profile("quick", max_examples=100)
+settings.register_profile("ci", max_examples=2000)
+settings.register_profile("long", max_examples=50_000)
+settings.load_profile(FUZZ_PROFILE)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
