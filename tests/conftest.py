@@ -55,7 +55,8 @@ async def serve() -> AsyncIterator[Serve]:
     """Start small aiohttp.web servers on loopback for shapes the simulator does not send.
 
     ``await serve(handler)`` answers every GET with ``handler``; ``routes={path: handler}`` and
-    ``method=`` pick others. Returns the base URL (``http://127.0.0.1:PORT/v1``).
+    ``method=`` pick others; ``cancel_on_disconnect=True`` cancels a handler whose client hung
+    up. Returns the base URL (``http://127.0.0.1:PORT/v1``).
     """
     runners: list[web.AppRunner] = []
 
@@ -64,12 +65,13 @@ async def serve() -> AsyncIterator[Serve]:
         *,
         routes: dict[str, Handler] | None = None,
         method: str = "GET",
+        cancel_on_disconnect: bool = False,
     ) -> str:
         app = web.Application()
         for path, route_handler in (routes or {"/{tail:.*}": handler}).items():
             assert route_handler is not None
             app.router.add_route(method, path, route_handler)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, handler_cancellation=cancel_on_disconnect)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)

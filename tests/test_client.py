@@ -32,7 +32,7 @@ from dify_runs import (
 )
 from dify_runs.testing import FakeDify, Fault
 
-from .conftest import Serve
+from .conftest import Serve, client_tasks
 
 MakeClient = Callable[..., DifyClient]
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -317,13 +317,21 @@ def test_no_key_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
         DifyClient()
 
 
-def test_key_and_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DIFY_API_KEY and DIFY_BASE_URL are the fallbacks."""
+async def test_key_and_url_from_environment(monkeypatch: pytest.MonkeyPatch, serve: Serve) -> None:
+    """DIFY_API_KEY and DIFY_BASE_URL are the fallbacks: the server there gets that key."""
+    seen: list[str | None] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response(RUNNING)
+
+    base = await serve(record)
     monkeypatch.setenv("DIFY_API_KEY", "app-from-env")
-    monkeypatch.setenv("DIFY_BASE_URL", "http://127.0.0.1:5001/v1")
-    client = DifyClient()
-    assert client.base_url == "http://127.0.0.1:5001/v1/"
-    assert client._headers["Authorization"] == "Bearer app-from-env"
+    monkeypatch.setenv("DIFY_BASE_URL", base)
+    async with DifyClient() as client:
+        assert client.base_url == f"{base}/"
+        await client.get_run(MISSING)
+    assert seen == ["Bearer app-from-env"]
 
 
 def test_default_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -574,16 +582,36 @@ async def test_concurrency_is_bounded(serve: Serve) -> None:
     assert peak == 8
 
 
-async def test_get_runs_cancellation_leaves_nothing(
-    fake: FakeDify, make_client: MakeClient
-) -> None:
-    """Cancelling get_runs cancels every lookup."""
-    fake.inject(Fault.stall(30))
-    client = make_client(fake)
-    task = asyncio.ensure_future(client.get_runs([fake.add_run() for _ in range(10)]))  # noqa: RUF006
-    await asyncio.sleep(0.1)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    fake.clear_faults()
-    assert (await client.get_run(fake.add_run())).id
+async def test_get_runs_cancellation_leaves_nothing(serve: Serve) -> None:
+    """Cancelling get_runs cancels its lookups: they hang up, none is left, none sends more."""
+    width = 3
+    arrived = 0
+    hung_up = 0
+    all_arrived = asyncio.Event()
+    all_hung_up = asyncio.Event()
+    release = asyncio.Event()  # never set: each lookup stays in flight until it is cancelled
+
+    async def held(request: web.Request) -> web.Response:
+        nonlocal arrived, hung_up
+        arrived += 1
+        if arrived == width:
+            all_arrived.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:  # the client closed the connection
+            hung_up += 1
+            if hung_up == width:
+                all_hung_up.set()
+            raise
+        return web.json_response(RUNNING)
+
+    base = await serve(held, cancel_on_disconnect=True)
+    async with DifyClient("k", base_url=base, rate_limit=None) as client:
+        task = asyncio.ensure_future(client.get_runs([MISSING] * 10, concurrency=width))
+        await all_arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client_tasks() == []
+        await asyncio.wait_for(all_hung_up.wait(), 5)
+        assert arrived == width  # no lookup went on to the next id
