@@ -43,6 +43,7 @@ FUZZ_PROFILE = os.environ.get("DIFY_RUNS_FUZZ", "quick")
 settings.register_profile("quick", max_examples=100)
 settings.register_profile("ci", max_examples=2000)
 settings.register_profile("long", max_examples=50_000)
+settings.register_profile("mutation", derandomize=True, database=None)  # .ci/mutation.py
 settings.load_profile(FUZZ_PROFILE)
 
 

@@ -560,24 +560,39 @@ async def test_get_runs_bad_concurrency(fake: FakeDify, make_client: MakeClient)
 
 
 async def test_concurrency_is_bounded(serve: Serve) -> None:
-    """No more requests are in flight than the bound allows."""
+    """Exactly as many requests are in flight as the bound allows, never more."""
+    bound = 0
     in_flight = 0
     peak = 0
+    batch: list[asyncio.Event] = [asyncio.Event()]
+    arrived = 0
 
-    async def slow(request: web.Request) -> web.Response:
-        nonlocal in_flight, peak
+    async def held(request: web.Request) -> web.Response:
+        # Requests are held in batches of `bound`: a batch leaves once it is complete (and
+        # a request beyond the bound had its chance to arrive), so a client that sent fewer
+        # at once would stall and time out, and one that sent more would raise the peak.
+        nonlocal in_flight, peak, arrived
         in_flight += 1
         peak = max(peak, in_flight)
-        await asyncio.sleep(0.02)
+        mine = batch[-1]
+        arrived += 1
+        if arrived % bound == 0:
+            batch.append(asyncio.Event())
+            for _ in range(20):  # loop turns for a request beyond the bound to show up
+                await asyncio.sleep(0)
+            mine.set()
+        await mine.wait()
         in_flight -= 1
         return web.json_response(RUNNING)
 
-    base = await serve(slow)
+    base = await serve(held)
     async with DifyClient("k", base_url=base, max_concurrency=8, rate_limit=None) as client:
-        results = await client.get_runs([MISSING] * 40, concurrency=3)
+        bound = 3
+        results = await asyncio.wait_for(client.get_runs([MISSING] * 39, concurrency=3), 10)
         assert peak == 3
-        peak = 0
-        await asyncio.gather(*(client.get_run(MISSING) for _ in range(40)))
+        bound, peak, arrived = 8, 0, 0
+        lookups = asyncio.gather(*(client.get_run(MISSING) for _ in range(40)))
+        await asyncio.wait_for(lookups, 10)
     assert all(isinstance(r, WorkflowRun) for r in results)
     assert peak == 8
 

@@ -330,30 +330,43 @@ def test_huge_numbers(digits: int, field: str, reliability_figures: dict[str, An
         assert digits > 300
 
 
+START_KEYS = ("workflow_run_id", "task_id", "data", "data.id", "data.workflow_id", "created_at")
+
+
 @st.composite
 def start_events(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
-    """A streamed event and what started_run must make of it."""
+    """A streamed event, mostly well formed (at most two keys broken or absent)."""
     event = draw(st.sampled_from(["workflow_started", "error", "ping", "node_started", None]))
+    broken = draw(st.sets(st.sampled_from(START_KEYS), max_size=2))
+    absent = draw(st.sets(st.sampled_from(START_KEYS), max_size=2))
+
+    def value(key: str, good: st.SearchStrategy[Any]) -> Any:
+        return draw(json_values if key in broken else good)
+
+    created = draw(invalid(json_values) if "created_at" in broken else timestamps())
+    data: Any = {
+        "id": value("data.id", st.uuids().map(str)),
+        "workflow_id": value("data.workflow_id", st.uuids().map(str)),
+        "created_at": created[0],
+    }
+    data = {key: item for key, item in data.items() if f"data.{key}" not in absent}
+    if "created_at" in absent:
+        del data["created_at"]
+    fields = {
+        "workflow_run_id": value("workflow_run_id", st.uuids().map(str)),
+        "task_id": value("task_id", st.uuids().map(str)),
+        "data": value("data", st.just(data)),
+    }
     payload: dict[str, Any] = {} if event is None else {"event": event}
-    run_id = draw(st.uuids().map(str) | json_values)
-    task_id = draw(st.uuids().map(str) | json_values)
-    created = draw(timestamps() | invalid(json_values))
-    data = draw(
-        st.fixed_dictionaries(
-            {},
-            optional={
-                "id": st.uuids().map(str) | json_values,
-                "workflow_id": st.text(max_size=8) | json_values,
-                "created_at": st.just(created[0]),
-            },
+    payload.update({key: item for key, item in fields.items() if key not in absent})
+    if event == "error":
+        payload.update(
+            draw(
+                st.fixed_dictionaries(
+                    {}, optional=dict.fromkeys(("status", "code", "message"), json_values)
+                )
+            )
         )
-        | json_values
-    )
-    fields = {"workflow_run_id": run_id, "task_id": task_id, "data": data}
-    payload.update({key: value for key, value in fields.items() if draw(st.integers(0, 5))})
-    for key in ("status", "code", "message"):
-        if event == "error" and draw(st.booleans()):
-            payload[key] = draw(json_values)
     return payload, (event, created[1])
 
 
@@ -364,16 +377,17 @@ def test_start_events(
 ) -> None:
     """A streamed event gives its StartedRun, nothing, or a DifyError, and only those."""
     count(reliability_figures, "test_start_events")
-    payload, (event, created_at) = shape
+    payload, (kind, created_at) = shape
     try:
         outcome: Any = protocol.started_run(payload)
     except DifyError as error:
         outcome = error
-    if event == "error":
+    event(type(outcome).__name__)
+    if kind == "error":
         assert isinstance(outcome, DifyAPIError)
         assert outcome.status >= 400
         return
-    names_a_run = event == "workflow_started" or (event is None and "workflow_run_id" in payload)
+    names_a_run = kind == "workflow_started" or (kind is None and "workflow_run_id" in payload)
     if not names_a_run:
         assert outcome is None
         return
