@@ -81,6 +81,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11", default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutate the pure modules, run their tests, and write the score to docs/mutation.md."""
+    session.install("-e", ".[tests]")
+    session.run("python", ".ci/mutation.py", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
 def reliability(session: nox.Session) -> None:
     """Run the reliability tests and write docs/reliability.md (`-- long` fuzzes 50,000 each)."""
     session.install("-e", ".[tests]")
