@@ -343,7 +343,7 @@ def start_events(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
     def value(key: str, good: st.SearchStrategy[Any]) -> Any:
         return draw(json_values if key in broken else good)
 
-    created = draw(invalid(json_values) if "created_at" in broken else timestamps())
+    created = draw(invalid(not_a_date | st.none()) if "created_at" in broken else timestamps())
     data: Any = {
         "id": value("data.id", st.uuids().map(str)),
         "workflow_id": value("data.workflow_id", st.uuids().map(str)),
