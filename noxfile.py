@@ -8,10 +8,17 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests", "lint", "types", "docs"]
+nox.options.sessions = ["tests", "fuzz", "lint", "types", "docs"]
 nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Hypothesis tests: 100 examples each in every `tests` session, 2,000 in `fuzz`.
+PROPERTY_TESTS = [
+    "tests/test_fuzz.py",
+    "tests/test_security.py::test_no_id_leaves_the_run_endpoint",
+    "tests/test_sse.py",
+    "tests/test_policy.py",
+]
 
 
 @nox.session(python=PYTHONS)
@@ -23,6 +30,14 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine")
     session.run("coverage", "report")
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """Run every property test with 2,000 examples each: once per CI run, not per Python."""
+    session.install("-e", ".[tests]")
+    session.env["DIFY_RUNS_FUZZ"] = "ci"
+    session.run("pytest", "-q", "--timeout=600", *PROPERTY_TESTS, *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -66,12 +81,24 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11", default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutate the pure modules, run their tests, and write the score to docs/mutation.md."""
+    session.install("-e", ".[tests]")
+    session.run("python", ".ci/mutation.py", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
 def reliability(session: nox.Session) -> None:
     """Run the reliability tests and write docs/reliability.md (`-- long` fuzzes 50,000 each)."""
     session.install("-e", ".[tests]")
     session.env["DIFY_RUNS_FUZZ"] = session.posargs[0] if session.posargs else "ci"
     session.env["DIFY_RUNS_RELIABILITY_JSON"] = "benchmarks/reliability.json"
     session.run(
-        "pytest", "-q", "tests/test_reliability.py", "tests/test_fuzz.py", "tests/test_security.py"
+        "pytest",
+        "-q",
+        "--timeout=3600",  # `-- long` draws 50,000 examples per fuzz test
+        "tests/test_reliability.py",
+        "tests/test_fuzz.py",
+        "tests/test_security.py",
     )
     session.run("python", "-m", "benchmarks.reliability_report")

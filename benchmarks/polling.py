@@ -43,10 +43,14 @@ async def one_wait(policy: PollPolicy, length: float, seed: int) -> tuple[int, f
         return fake.count(), clock.now() - finished
 
 
-def measure(seeds: int = 5, lengths: dict[str, float] | None = None) -> dict[str, Any]:
+def measure(
+    seeds: int = 5,
+    lengths: dict[str, float] | None = None,
+    policies: dict[str, PollPolicy] | None = None,
+) -> dict[str, Any]:
     """Requests and lag for every policy and run length, over several jitter seeds."""
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for name, policy in POLICIES.items():
+    for name, policy in (policies or POLICIES).items():
         results[name] = {}
         for label, length in (lengths or LENGTHS).items():
             samples = [asyncio.run(one_wait(policy, length, seed)) for seed in range(seeds)]

@@ -14,6 +14,7 @@ import aiohttp
 import aioresponses.core
 import pytest
 from aiohttp import web
+from hypothesis import settings
 
 from dify_runs import DifyClient
 from dify_runs.testing import FakeDify, VirtualClock
@@ -34,6 +35,18 @@ class _CompatClientResponse(aiohttp.ClientResponse):
 aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
 
 
+# --- how much to fuzz -------------------------------------------------------------------
+# DIFY_RUNS_FUZZ picks the Hypothesis profile: "quick" (the default: every interpreter's test
+# session), "ci" (2,000 examples per input kind, once per CI run in `nox -s fuzz`) or "long"
+# (50,000, through `nox -s reliability -- long`).
+FUZZ_PROFILE = os.environ.get("DIFY_RUNS_FUZZ", "quick")
+settings.register_profile("quick", max_examples=100)
+settings.register_profile("ci", max_examples=2000)
+settings.register_profile("long", max_examples=50_000)
+settings.register_profile("mutation", derandomize=True, database=None)  # .ci/mutation.py
+settings.load_profile(FUZZ_PROFILE)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Serve = Callable[..., Awaitable[str]]
 
@@ -43,7 +56,8 @@ async def serve() -> AsyncIterator[Serve]:
     """Start small aiohttp.web servers on loopback for shapes the simulator does not send.
 
     ``await serve(handler)`` answers every GET with ``handler``; ``routes={path: handler}`` and
-    ``method=`` pick others. Returns the base URL (``http://127.0.0.1:PORT/v1``).
+    ``method=`` pick others; ``cancel_on_disconnect=True`` cancels a handler whose client hung
+    up. Returns the base URL (``http://127.0.0.1:PORT/v1``).
     """
     runners: list[web.AppRunner] = []
 
@@ -52,12 +66,13 @@ async def serve() -> AsyncIterator[Serve]:
         *,
         routes: dict[str, Handler] | None = None,
         method: str = "GET",
+        cancel_on_disconnect: bool = False,
     ) -> str:
         app = web.Application()
         for path, route_handler in (routes or {"/{tail:.*}": handler}).items():
             assert route_handler is not None
             app.router.add_route(method, path, route_handler)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, handler_cancellation=cancel_on_disconnect)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)

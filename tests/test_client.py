@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +37,7 @@ from dify_runs import (
 )
 from dify_runs.testing import FakeDify, Fault
 
-from .conftest import Serve
+from .conftest import Serve, client_tasks
 from .fake_thread import fake_dify_thread
 
 MakeClient = Callable[..., DifyClient]
@@ -337,13 +338,21 @@ def test_no_key_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
         DifyClient()
 
 
-def test_key_and_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DIFY_API_KEY and DIFY_BASE_URL are the fallbacks."""
+async def test_key_and_url_from_environment(monkeypatch: pytest.MonkeyPatch, serve: Serve) -> None:
+    """DIFY_API_KEY and DIFY_BASE_URL are the fallbacks: the server there gets that key."""
+    seen: list[str | None] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response(RUNNING)
+
+    base = await serve(record)
     monkeypatch.setenv("DIFY_API_KEY", "app-from-env")
-    monkeypatch.setenv("DIFY_BASE_URL", "http://127.0.0.1:5001/v1")
-    client = DifyClient()
-    assert client.base_url == "http://127.0.0.1:5001/v1/"
-    assert client._headers["Authorization"] == "Bearer app-from-env"
+    monkeypatch.setenv("DIFY_BASE_URL", base)
+    async with DifyClient() as client:
+        assert client.base_url == f"{base}/"
+        await client.get_run(MISSING)
+    assert seen == ["Bearer app-from-env"]
 
 
 def test_default_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -572,41 +581,77 @@ async def test_get_runs_bad_concurrency(fake: FakeDify, make_client: MakeClient)
 
 
 async def test_concurrency_is_bounded(serve: Serve) -> None:
-    """No more requests are in flight than the bound allows."""
+    """With the adaptive limit wide open, max_concurrency is a hard ceiling, reached exactly."""
+    bound = 0
     in_flight = 0
     peak = 0
+    batch: list[asyncio.Event] = [asyncio.Event()]
+    arrived = 0
 
-    async def slow(request: web.Request) -> web.Response:
-        nonlocal in_flight, peak
+    async def held(request: web.Request) -> web.Response:
+        # Requests are held in batches of `bound`: a batch leaves once it is complete (and
+        # a request beyond the bound had its chance to arrive), so a client that sent fewer
+        # at once would stall and time out, and one that sent more would raise the peak.
+        nonlocal in_flight, peak, arrived
         in_flight += 1
         peak = max(peak, in_flight)
-        await asyncio.sleep(0.02)
+        mine = batch[-1]
+        arrived += 1
+        if arrived % bound == 0:
+            batch.append(asyncio.Event())
+            for _ in range(20):  # loop turns for a request beyond the bound to show up
+                await asyncio.sleep(0)
+            mine.set()
+        await mine.wait()
         in_flight -= 1
         return web.json_response(RUNNING)
 
-    base = await serve(slow)
+    base = await serve(held)
     async with DifyClient("k", base_url=base, max_concurrency=8, rate_limit=None) as client:
-        results = await client.get_runs([MISSING] * 40, concurrency=3)
+        client.limiter.limit, client.limiter.beta = 1e9, math.inf  # nothing below the ceiling
+        bound = 3
+        results = await asyncio.wait_for(client.get_runs([MISSING] * 39, concurrency=3), 10)
         assert peak == 3
-        peak = 0
-        await asyncio.gather(*(client.get_run(MISSING) for _ in range(40)))
+        bound, peak, arrived = 8, 0, 0
+        lookups = asyncio.gather(*(client.get_run(MISSING) for _ in range(40)))
+        await asyncio.wait_for(lookups, 10)
     assert all(isinstance(r, WorkflowRun) for r in results)
     assert peak == 8
 
 
-async def test_get_runs_cancellation_leaves_nothing(
-    fake: FakeDify, make_client: MakeClient
-) -> None:
-    """Cancelling get_runs cancels every lookup."""
-    fake.inject(Fault.stall(30))
-    client = make_client(fake)
-    task = asyncio.ensure_future(client.get_runs([fake.add_run() for _ in range(10)]))  # noqa: RUF006
-    await asyncio.sleep(0.1)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    fake.clear_faults()
-    assert (await client.get_run(fake.add_run())).id
+async def test_get_runs_cancellation_leaves_nothing(serve: Serve) -> None:
+    """Cancelling get_runs cancels its lookups: they hang up, none is left, none sends more."""
+    width = 3
+    arrived = 0
+    hung_up = 0
+    all_arrived = asyncio.Event()
+    all_hung_up = asyncio.Event()
+    release = asyncio.Event()  # never set: each lookup stays in flight until it is cancelled
+
+    async def held(request: web.Request) -> web.Response:
+        nonlocal arrived, hung_up
+        arrived += 1
+        if arrived == width:
+            all_arrived.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:  # the client closed the connection
+            hung_up += 1
+            if hung_up == width:
+                all_hung_up.set()
+            raise
+        return web.json_response(RUNNING)
+
+    base = await serve(held, cancel_on_disconnect=True)
+    async with DifyClient("k", base_url=base, rate_limit=None) as client:
+        task = asyncio.ensure_future(client.get_runs([MISSING] * 10, concurrency=width))
+        await all_arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client_tasks() == []
+        await asyncio.wait_for(all_hung_up.wait(), 5)
+        assert arrived == width  # no lookup went on to the next id
 
 
 # --- one client, one event loop; errors that say where to look -------------------------

@@ -26,7 +26,7 @@ async def test_summary(fake_dify, dify_client):
     assert fake_dify.count(run_id=run_id) >= 1
 
 async def test_deadline_against_stuck_run(fake_dify, dify_client):
-    run_id = fake_dify.add_run(duration=0.1)
+    run_id = fake_dify.add_run(duration=0.05)
     fake_dify.stop(run_id)  # newer servers keep reading "running"
     with pytest.raises(WaitTimeoutError):
         await wait_for_run(dify_client, run_id, timeout=0.2)
@@ -112,3 +112,15 @@ def test_plugin_is_registered(pytester: pytest.Pytester) -> None:
     result = run_inner(pytester, "--fixtures")
     for fixture in ("fake_dify", "dify_client", "dify_clock"):
         result.stdout.fnmatch_lines([f"{fixture} -- *pytest_plugin.py*"])
+
+
+def test_fixtures_work_in_user_tests(pytester: pytest.Pytester) -> None:
+    """Through the pytest11 entry point alone (no conftest, a fresh interpreter), a user's
+    async tests get a started simulator and a client for it."""
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["plugins:*dify-runs-*"])
+    result.assert_outcomes(passed=3)

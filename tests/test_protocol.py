@@ -300,3 +300,86 @@ def test_retry_after_date_defaults_to_now() -> None:
     delay = protocol.parse_retry_after(format_datetime(future, usegmt=True))
     assert delay is not None
     assert 90 < delay <= 100
+
+
+@pytest.mark.parametrize(
+    ("status", "is_record"),
+    [(199, False), (200, True), (204, True), (299, True), (300, False)],
+)
+def test_only_2xx_is_a_record(status: int, is_record: bool) -> None:
+    """The 2xx range, and nothing around it, is read as a record."""
+    if is_record:
+        assert protocol.parse_run(status, {}, record()).id == RUN_ID
+    else:
+        with pytest.raises(DifyAPIError) as info:
+            protocol.parse_run(status, {}, record())
+        assert info.value.status == status
+
+
+def test_retryable_statuses() -> None:
+    """Timeouts, rate limits and the gateway family are worth another try; 501 is not."""
+    assert frozenset({408, 429, 500, 502, 503, 504}) == protocol.RETRYABLE_STATUSES
+
+
+def test_null_id_error_defaults_to_200() -> None:
+    """structure_run without a status reports the 200 it was called for."""
+    with pytest.raises(RunNotFoundError) as info:
+        protocol.structure_run({"id": None})
+    assert info.value.status == 200
+
+
+def test_bad_id_is_quoted_short() -> None:
+    """A bad id is quoted in the error, cut at 80 characters."""
+    with pytest.raises(InvalidIdError) as info:
+        protocol.canonical_run_id("x" * 81)
+    assert repr("x" * 80) in str(info.value)
+    assert repr("x" * 81) not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("event", "cls", "status", "code", "message"),
+    [
+        pytest.param(
+            {"status": 400, "code": "invalid_param", "message": "query is required"},
+            BadRequestError,
+            400,
+            "invalid_param",
+            "query is required",
+            id="400",
+        ),
+        pytest.param(
+            {"status": 500, "code": "internal", "message": "boom"},
+            ServerError,
+            500,
+            "internal",
+            "boom",
+            id="500",
+        ),
+        pytest.param({}, BadRequestError, 400, None, None, id="bare"),
+        pytest.param(
+            {"status": 200, "code": 7, "message": ["x"]}, BadRequestError, 400, None, None, id="odd"
+        ),
+    ],
+)
+def test_error_event(
+    event: dict[str, Any],
+    cls: type[DifyAPIError],
+    status: int,
+    code: str | None,
+    message: str | None,
+) -> None:
+    """Dify's error event (sent under HTTP 200) raises by its status, 400 when it has none."""
+    with pytest.raises(cls) as info:
+        protocol.started_run({"event": "error", **event})
+    assert type(info.value) is cls
+    assert info.value.status == status
+    assert info.value.code == code
+    if message is not None:
+        assert info.value.message == message
+
+
+def test_started_event_without_ids_reports_its_status() -> None:
+    """A workflow_started event without ids is an UnexpectedResponseError under HTTP 200."""
+    with pytest.raises(UnexpectedResponseError) as info:
+        protocol.started_run({"event": "workflow_started"})
+    assert info.value.status == 200

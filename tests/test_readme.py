@@ -5,20 +5,62 @@ from __future__ import annotations
 import re
 import runpy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import dify_runs
+import dify_runs.testing
+from dify_runs.testing import VirtualClock
+
 README = Path(__file__).parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-PROGRAMS = [block for block in BLOCKS if "asyncio.run(main())" in block]
 
 
-def test_readme_has_programs() -> None:
-    """The README shows runnable programs (quickstart, many runs, start then wait)."""
+def python_blocks() -> dict[str, str]:
+    """The README's Python blocks, keyed by the heading of their section."""
+    blocks: dict[str, str] = {}
+    for section in re.split(r"^## ", README.read_text(), flags=re.MULTILINE)[1:]:
+        heading = section.splitlines()[0].lower().replace(" ", "-").replace(",", "")
+        for number, block in enumerate(re.findall(r"```python\n(.*?)```", section, re.DOTALL)):
+            blocks[heading if number == 0 else f"{heading}-{number + 1}"] = block
+    return blocks
+
+
+BLOCKS = python_blocks()
+PROGRAMS = {name: block for name, block in BLOCKS.items() if "asyncio.run(main())" in block}
+USER_TESTS = {name: block for name, block in BLOCKS.items() if "fake_dify" in block}
+
+
+@pytest.fixture
+def virtual_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients and simulators that a program builds share one virtual clock.
+
+    The programs wait for runs of a second or two; on the virtual clock that takes
+    milliseconds, and nothing in the programs' text changes.
+    """
+    clock = VirtualClock()
+    timed = {"clock": clock.now, "sleep": clock.sleep}
+
+    class DifyClient(dify_runs.DifyClient):
+        def __init__(self, *args: Any, **options: Any) -> None:
+            super().__init__(*args, **{**timed, **options})
+
+    class FakeDify(dify_runs.testing.FakeDify):
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**{**timed, **options})
+
+    monkeypatch.setattr(dify_runs, "DifyClient", DifyClient)
+    monkeypatch.setattr(dify_runs.testing, "FakeDify", FakeDify)
+
+
+def test_readme_has_examples() -> None:
+    """The README shows runnable programs (quickstart, many runs, start then wait) and a test."""
     assert len(PROGRAMS) >= 3
+    assert USER_TESTS
 
 
-@pytest.mark.parametrize("source", PROGRAMS, ids=lambda s: s.split("def main")[0][-40:].strip())
+@pytest.mark.usefixtures("virtual_time")
+@pytest.mark.parametrize("source", PROGRAMS.values(), ids=PROGRAMS.keys())
 def test_readme_program_runs(
     source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -32,9 +74,12 @@ def test_readme_program_runs(
         assert expected in printed, f"{expected!r} not printed"
 
 
-def test_readme_fixture_example_is_valid_python() -> None:
-    """The pytest example at least compiles (it runs in test_plugin)."""
-    fixture_examples = [b for b in BLOCKS if "fake_dify" in b]
-    assert fixture_examples
-    for block in fixture_examples:
-        compile(block, "README.md", "exec")
+@pytest.mark.parametrize("source", USER_TESTS.values(), ids=USER_TESTS.keys())
+def test_readme_user_test_passes(source: str, pytester: pytest.Pytester) -> None:
+    """The pytest example passes with the installed plugin's fixtures (no conftest)."""
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(test_readme_example=source)
+    result = pytester.runpytest_inprocess("-W", "error", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=source.count("\nasync def test_"))

@@ -23,7 +23,7 @@ from dify_runs import (
     WaitTimeoutError,
     wait_for_run,
 )
-from dify_runs.testing import FakeDify, Fault
+from dify_runs.testing import FakeDify, Fault, VirtualClock
 
 from .conftest import Handler, Serve
 
@@ -39,6 +39,21 @@ async def quick() -> AsyncIterator[FakeDify]:
         yield server
 
 
+@pytest.fixture
+async def vquick(vclock: VirtualClock) -> AsyncIterator[FakeDify]:
+    """The same simulator on the virtual clock, for tests that wait for its runs."""
+    async with FakeDify(
+        default_duration=0.5, required_inputs=("query",), clock=vclock.now, sleep=vclock.sleep
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def vquick_client(vquick: FakeDify, vclock: VirtualClock, make_client: MakeClient) -> DifyClient:
+    """A client of ``vquick`` on the same virtual clock."""
+    return make_client(vquick, clock=vclock.now, sleep=vclock.sleep)
+
+
 async def test_start_returns_at_workflow_started(quick: FakeDify, make_client: MakeClient) -> None:
     """start_run returns the ids while the run is still running."""
     client = make_client(quick)
@@ -52,33 +67,32 @@ async def test_start_returns_at_workflow_started(quick: FakeDify, make_client: M
 
 
 async def test_closing_the_stream_does_not_stop_the_run(
-    quick: FakeDify, make_client: MakeClient
+    vquick: FakeDify, vquick_client: DifyClient
 ) -> None:
     """After start_run closed the stream, the run goes on and finishes."""
-    client = make_client(quick)
-    started = await client.start_run(inputs={"query": "hi"}, user="u")
-    run = await wait_for_run(client, started.run_id, timeout=10)
+    started = await vquick_client.start_run(inputs={"query": "hi"}, user="u")
+    run = await wait_for_run(vquick_client, started.run_id, timeout=10)
     assert run.status is RunStatus.SUCCEEDED
     assert run.inputs["query"] == "hi"
-    assert quick.count(route="start_run") == 1
-    assert quick.count(route="stop") == 0
+    assert vquick.count(route="start_run") == 1
+    assert vquick.count(route="stop") == 0
 
 
-async def test_run_and_wait(quick: FakeDify, make_client: MakeClient) -> None:
+async def test_run_and_wait(vquick_client: DifyClient) -> None:
     """run_and_wait starts the run and returns its final record."""
-    run = await make_client(quick).run_and_wait(inputs={"query": "x"}, user="u", timeout=10)
+    run = await vquick_client.run_and_wait(inputs={"query": "x"}, user="u", timeout=10)
     assert run.status is RunStatus.SUCCEEDED
     assert run.outputs == {"result": json.dumps({"query": "x"})}
 
 
 async def test_run_and_wait_deadline_names_the_run(
-    quick: FakeDify, make_client: MakeClient
+    vquick: FakeDify, vquick_client: DifyClient
 ) -> None:
     """A WaitTimeoutError from run_and_wait carries the run id to wait on later."""
-    quick.default_duration = 3600
+    vquick.default_duration = 3600
     with pytest.raises(WaitTimeoutError) as info:
-        await make_client(quick).run_and_wait(inputs={"query": "x"}, user="u", timeout=0.3)
-    assert info.value.run_id in quick.runs
+        await vquick_client.run_and_wait(inputs={"query": "x"}, user="u", timeout=0.3)
+    assert info.value.run_id in vquick.runs
 
 
 async def test_invalid_param_names_the_field(quick: FakeDify, make_client: MakeClient) -> None:
