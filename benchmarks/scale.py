@@ -1,16 +1,24 @@
-"""Scale: thousands of concurrent waits in one process, and coalesced waits.
+"""Scale: memory per concurrent wait, and coalesced waits.
 
-Run as ``python -m benchmarks.scale --runs N`` so that its peak memory is its own; prints JSON.
-The simulator runs in the same process on a virtual clock (with its request log off), so the
-client's default rate limit is honoured in virtual time while the test takes real seconds.
+Run as ``python -m benchmarks.scale --waits N --mode MODE`` so that its memory is its own;
+prints JSON. The simulator shares the process on a virtual clock with its request log off.
+Its runs are created before the baseline is read, so their memory is not counted.
+
+Modes:
+
+- ``wait_for_run``: one task per wait, each awaiting ``client.wait_for_run`` (how an app
+  that serves many requests waits); the task is counted as part of the wait.
+- ``wait_for_runs``: one ``client.wait_for_runs`` iterator over every run (a fan-out).
+
+Memory is read once every run has been polled at least once, while every wait is pending.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
-import random
 import resource
 import time
 from typing import Any
@@ -25,40 +33,39 @@ def current_rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-async def many_waits(runs: int) -> dict[str, Any]:
+async def memory(waits: int, mode: str) -> dict[str, Any]:
     clock = VirtualClock(settle=0.0)
-    rng = random.Random(1)
     async with FakeDify(clock=clock.now, sleep=clock.sleep, keep_log=False) as fake:
-        ids = [fake.add_run(duration=rng.uniform(60, 600)) for _ in range(runs)]
+        ids = [fake.add_run(duration=10**7) for _ in range(waits)]
         async with DifyClient(
-            fake.api_key,
-            base_url=fake.base_url,
-            clock=clock.now,
-            sleep=clock.sleep,
-            random=rng.random,
+            fake.api_key, base_url=fake.base_url, clock=clock.now, sleep=clock.sleep
         ) as client:
             await client.get_run(ids[0])  # open the session before the baseline
+            gc.collect()
             baseline = current_rss_mb()
-            start_virtual, start_cpu, start_wall = clock.now(), time.process_time(), time.time()
-            runs_done = await asyncio.gather(*(wait_for_run(client, i, timeout=None) for i in ids))
-            cpu = time.process_time() - start_cpu
-            virtual = clock.now() - start_virtual
-        requests = fake.count()
-    assert all(r.status.is_terminal for r in runs_done)
+            started = time.perf_counter()
+            if mode == "wait_for_run":
+                tasks = [asyncio.ensure_future(client.wait_for_run(i, timeout=None)) for i in ids]
+            else:
+                iterator = client.wait_for_runs(ids, timeout=None)
+                tasks = [asyncio.ensure_future(anext(iterator))]
+            while fake.count() < waits + 1:  # noqa: ASYNC110 - the server counts, no event
+                await asyncio.sleep(0.01)
+            gc.collect()
+            during = current_rss_mb()
+            seconds = time.perf_counter() - started
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if mode != "wait_for_run":
+                await iterator.aclose()
+    above = during - baseline
     return {
-        "waits": runs,
-        "rss_baseline_mb": round(baseline, 1),
-        "rss_peak_mb": round(peak_rss_mb(), 1),
-        "rss_above_baseline_mb": round(peak_rss_mb() - baseline, 1),
-        "requests": requests,
-        "virtual_seconds": round(virtual, 1),
-        "server_request_rate_per_s": round(requests / virtual, 1),
-        "cpu_per_poll_us_client_and_server": round(cpu / requests * 1e6, 1),
-        "wall_seconds": round(time.time() - start_wall, 1),
+        "waits": waits,
+        "mode": mode,
+        "rss_above_baseline_mb": round(above, 1),
+        "kb_per_wait": round(above * 1024 / waits, 2),
+        "seconds_to_first_polls": round(seconds, 1),
     }
 
 
@@ -72,7 +79,6 @@ async def coalesced(waiters: int, runs: int) -> dict[str, Any]:
             clock=clock.now,
             sleep=clock.sleep,
             random=lambda: 0.0,
-            rate_limit=None,
         ) as client:
             await asyncio.gather(
                 *(wait_for_run(client, ids[i % runs], timeout=None) for i in range(waiters))
@@ -93,12 +99,13 @@ async def coalesced(waiters: int, runs: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument("--waiters", type=int, default=1_000)
+    parser.add_argument("--waits", type=int, default=20_000)
+    parser.add_argument("--mode", choices=["wait_for_run", "wait_for_runs", "coalesced"])
     args = parser.parse_args()
-    result = asyncio.run(many_waits(args.runs))
-    result["coalescing"] = asyncio.run(coalesced(args.waiters, 10))
-    print(json.dumps(result))
+    if args.mode == "coalesced":
+        print(json.dumps(asyncio.run(coalesced(args.waits, 10))))
+    else:
+        print(json.dumps(asyncio.run(memory(args.waits, args.mode))))
 
 
 if __name__ == "__main__":

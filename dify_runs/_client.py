@@ -15,6 +15,7 @@ from collections.abc import (
     AsyncGenerator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -320,7 +321,7 @@ class DifyClient:
 
     # -- waits ---------------------------------------------------------------------
 
-    async def wait_for_run(
+    def wait_for_run(
         self,
         run_id: str,
         *,
@@ -329,8 +330,8 @@ class DifyClient:
         return_on_paused: bool = True,
         raise_on_failure: bool = False,
         on_update: OnUpdate | None = None,
-    ) -> WorkflowRun:
-        """Wait until a run finishes (or pauses), and return its final record.
+    ) -> Coroutine[Any, Any, WorkflowRun]:
+        """Wait until a run finishes (or pauses), and return its final record: ``await`` it.
 
         The client's scheduler polls the run; concurrent waits on the same run
         share its polls. Cancelling the wait stops polling; it never stops the
@@ -357,7 +358,8 @@ class DifyClient:
             ConfigurationError: ``timeout`` is negative.
             DifyError: A lookup failed for good (not found, auth, retries spent).
         """
-        return await _wait.run_wait(
+        # A plain method handing back run_wait's coroutine: one frame per wait, not two.
+        return _wait.run_wait(
             self._scheduler_for_use,
             self.clock,
             run_id,
@@ -684,7 +686,7 @@ class DifyClient:
         while True:
             ticket = await self._gate.acquire()
             try:
-                return await self._attempt(path, ticket)
+                return (await self._attempt(path, ticket))[0]
             except DifyError as error:
                 if isinstance(error, RunNotFoundError):
                     error.run_id = canonical
@@ -708,7 +710,9 @@ class DifyClient:
             await self.sleep(decision.delay)
             attempt += 1
 
-    async def _poll_once(self, run_id: str, ticket: Ticket, time_limit: float) -> WorkflowRun:
+    async def _poll_once(
+        self, run_id: str, ticket: Ticket, time_limit: float
+    ) -> tuple[WorkflowRun, bytes]:
         """One poll of a wait: a single attempt with an admitted ticket (the scheduler retries).
 
         ``time_limit`` cuts the request at its earliest waiter's deadline.
@@ -721,8 +725,10 @@ class DifyClient:
 
     async def _attempt(
         self, path: str, ticket: Ticket, time_limit: float | None = None
-    ) -> WorkflowRun:
+    ) -> tuple[WorkflowRun, bytes]:
         """Send one GET with an admitted ticket, give the ticket back, and parse the answer.
+
+        Returns the record and the body it came from (a wait keeps the compact body).
 
         The ticket goes back with what the answer teaches the limiter: its
         latency, or that the server is overloaded (429, 503, no answer in time).
@@ -741,7 +747,7 @@ class DifyClient:
                     raise
                 self._contacted = True
                 self.retry_budget.refund()
-                return record
+                return record, body
             error = _protocol.api_error(status, headers, body)
             overloaded = is_throttle(error)
             if error.code is not None:

@@ -93,9 +93,11 @@ def canonical_run_id(run_id: str, *, what: str = "run id") -> str:
     if not isinstance(run_id, str):
         raise InvalidIdError(f"{what} must be a string, got {type(run_id).__name__}")
     try:
-        return str(uuid.UUID(run_id))
+        canonical = str(uuid.UUID(run_id))
     except ValueError:
         raise InvalidIdError(f"{what} is not a UUID: {run_id[:80]!r}") from None
+    # The caller's string when it is already canonical: thousands of waits keep one copy.
+    return run_id if run_id == canonical else canonical
 
 
 def run_path(run_id: str) -> str:

@@ -31,6 +31,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from . import _protocol
 from ._errors import ClientClosedError, DifyError, WaitTimeoutError
 from ._limits import Gate, Ticket
 from ._models import RunStatus, WorkflowRun
@@ -45,16 +46,24 @@ logger = logging.getLogger("dify_runs")
 FIRST_POLL_SPREAD = 1.0
 
 #: One poll attempt for a run id, holding an admitted ticket (which it gives back),
-#: with a time limit in seconds.
-Fetch = Callable[[str, Ticket, float], Awaitable[WorkflowRun]]
+#: with a time limit in seconds; it returns the record and the body it was read from.
+Fetch = Callable[[str, Ticket, float], Awaitable[tuple[WorkflowRun, bytes]]]
 
 
 class Waiter(Protocol):
     """What the scheduler feeds: records as they come, then one final item."""
 
-    deadline: float | None
-    timeout: float | None
-    return_on_paused: bool
+    @property
+    def deadline(self) -> float | None:
+        """When the wait ends (clock reading), or None."""
+
+    @property
+    def timeout(self) -> float | None:
+        """The wait's timeout in seconds, for its error message."""
+
+    @property
+    def return_on_paused(self) -> bool:
+        """Whether a paused record ends the wait."""
 
     def deliver(self, item: WorkflowRun | BaseException, *, final: bool) -> None:
         """Take a record (``final`` when it ends the wait) or the error that ends it."""
@@ -66,16 +75,22 @@ def settles(record: WorkflowRun, return_on_paused: bool) -> bool:
 
 
 class _Entry:
-    """One run's polling state, shared by every waiter on it."""
+    """One run's polling state, shared by every waiter on it.
+
+    It sits in the scheduler's heap itself (ordered by due time, then by when it
+    was scheduled), and keeps the last answer as its body bytes, about half the
+    size of the decoded record: thousands of waits stay small.
+    """
 
     __slots__ = (
         "due",
         "failures",
-        "last",
+        "last_body",
         "last_error",
         "policy",
         "polls",
         "run_id",
+        "seq",
         "task",
         "waiters",
     )
@@ -85,11 +100,22 @@ class _Entry:
         self.policy = policy
         self.waiters: list[Waiter] = []
         self.due: float | None = None  # when the next poll is due; None while none is
+        self.seq = 0
         self.polls = 0
         self.failures = 0
-        self.last: WorkflowRun | None = None
+        self.last_body: bytes | None = None
         self.last_error: DifyError | None = None
         self.task: asyncio.Task[None] | None = None
+
+    def __lt__(self, other: _Entry) -> bool:
+        return (self.due or 0.0, self.seq) < (other.due or 0.0, other.seq)
+
+    @property
+    def last(self) -> WorkflowRun | None:
+        """The last record fetched, decoded again from its body."""
+        if self.last_body is None:
+            return None
+        return _protocol.parse_run(200, {}, self.last_body)
 
 
 class Scheduler:
@@ -131,7 +157,7 @@ class Scheduler:
         self._sleep = sleep
         self._random = random
         self._entries: dict[tuple[str, PollPolicy], _Entry] = {}
-        self._due: list[tuple[float, int, _Entry]] = []
+        self._due: list[_Entry] = []
         self._deadlines: list[tuple[float, int, Waiter, _Entry]] = []
         self._seq = itertools.count()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -171,9 +197,10 @@ class Scheduler:
         entry.waiters.append(waiter)
         if waiter.deadline is not None:
             self._push_deadline(waiter, entry)
-        if entry.last is not None:
+        last = entry.last
+        if last is not None:
             # A late joiner sees the latest record at once (it may settle it).
-            self._deliver(entry, waiter, entry.last)
+            self._deliver(entry, waiter, last)
         if new:
             if spread is None:
                 crowded = len(self._due) >= max(8, 2 * self._gate.limiter.window)
@@ -205,7 +232,7 @@ class Scheduler:
         if self._entries.get(key) is entry:
             del self._entries[key]
         entry.due = None
-        entry.last = entry.last_error = None  # a dead entry may linger in a heap: keep it small
+        entry.last_body = entry.last_error = None  # a dead entry may linger in a heap
         task, entry.task = entry.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()  # nobody waits for this answer any more
@@ -213,33 +240,30 @@ class Scheduler:
     # -- the poll heap -----------------------------------------------------------------
 
     def _schedule(self, entry: _Entry, when: float) -> None:
+        """Put ``entry`` in the heap, due at ``when`` (it is never in it twice)."""
         entry.due = when
-        heapq.heappush(self._due, (when, next(self._seq), entry))
+        entry.seq = next(self._seq)
+        heapq.heappush(self._due, entry)
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
-        elif self._due[0][2] is entry:
+        elif self._due[0] is entry:
             _wake(self._poll_wake)
 
     def _pop_due(self, now: float) -> _Entry | None:
-        """Pop the entry due earliest if it is due by ``now`` (skipping stale heap items)."""
-        while self._due:
-            when, _, entry = self._due[0]
-            if entry.due != when or not entry.waiters:
-                heapq.heappop(self._due)  # rescheduled or dropped since
-                continue
-            if when > now:
-                return None
-            heapq.heappop(self._due)
-            entry.due = None
-            return entry
-        return None
+        """Pop the entry due earliest if it is due by ``now`` (skipping dropped ones)."""
+        when = self._next_due()
+        if when is None or when > now:
+            return None
+        entry = heapq.heappop(self._due)
+        entry.due = None
+        return entry
 
     def _next_due(self) -> float | None:
         while self._due:
-            when, _, entry = self._due[0]
-            if entry.due == when and entry.waiters:
-                return when
-            heapq.heappop(self._due)
+            entry = self._due[0]
+            if entry.due is not None and entry.waiters:
+                return entry.due
+            heapq.heappop(self._due)  # dropped since it was scheduled
         return None
 
     async def _dispatch(self) -> None:
@@ -293,7 +317,7 @@ class Scheduler:
 
     async def _poll(self, entry: _Entry, ticket: Ticket, time_limit: float) -> None:
         try:
-            record = await self._fetch(entry.run_id, ticket, time_limit)
+            record, body = await self._fetch(entry.run_id, ticket, time_limit)
         except DifyError as error:
             self._failed(entry, error)
             return
@@ -305,15 +329,15 @@ class Scheduler:
         finally:
             if entry.task is asyncio.current_task():
                 entry.task = None
-        self._got(entry, record)
+        self._got(entry, record, body)
 
     def _poll_done(self, task: asyncio.Task[None], *, ticket: Ticket) -> None:
         self._polling.discard(task)
         self._gate.give_back(ticket)  # a no-op when the poll gave it back itself
         _wake(self._deadline_wake)  # the timekeeper looks again after every poll
 
-    def _got(self, entry: _Entry, record: WorkflowRun) -> None:
-        entry.last = record
+    def _got(self, entry: _Entry, record: WorkflowRun, body: bytes) -> None:
+        entry.last_body = body
         entry.last_error = None
         entry.failures = 0
         for waiter in list(entry.waiters):

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -236,47 +236,53 @@ async def run_watch(
         scheduler.detach(inbox, canonical, policy)
 
 
+@attrs.frozen
+class _Fanout:
+    """What every run of one ``wait_for_runs`` call shares."""
+
+    results: asyncio.Queue[WaitResult]
+    deadline: float | None
+    timeout: float | None
+    return_on_paused: bool
+    raise_on_failure: bool
+
+
 class _Sink:
     """One run's waiter inside ``wait_for_runs``: only final items go out, as results."""
 
-    __slots__ = (
-        "_raise_on_failure",
-        "_results",
-        "deadline",
-        "return_on_paused",
-        "run_id",
-        "timeout",
-    )
+    __slots__ = ("canonical", "fanout", "run_id")
 
-    def __init__(
-        self,
-        run_id: str,
-        results: asyncio.Queue[WaitResult],
-        deadline: float | None,
-        timeout: float | None,
-        return_on_paused: bool,
-        raise_on_failure: bool,
-    ) -> None:
+    def __init__(self, run_id: str, canonical: str, fanout: _Fanout) -> None:
         self.run_id = run_id
-        self.deadline = deadline
-        self.timeout = timeout
-        self.return_on_paused = return_on_paused
-        self._raise_on_failure = raise_on_failure
-        self._results = results
+        self.canonical = canonical
+        self.fanout = fanout
+
+    @property
+    def deadline(self) -> float | None:
+        return self.fanout.deadline
+
+    @property
+    def timeout(self) -> float | None:
+        return self.fanout.timeout
+
+    @property
+    def return_on_paused(self) -> bool:
+        return self.fanout.return_on_paused
 
     def deliver(self, item: WorkflowRun | BaseException, *, final: bool) -> None:
         if not final:
             return
+        results = self.fanout.results
         if isinstance(item, DifyError):
-            self._results.put_nowait(WaitResult(self.run_id, error=item))
+            results.put_nowait(WaitResult(self.run_id, error=item))
         elif isinstance(item, BaseException):
             error = _UnexpectedError(f"{type(item).__name__} in a poll: {item}")
             error.__cause__ = item
-            self._results.put_nowait(WaitResult(self.run_id, error=error))
-        elif self._raise_on_failure and item.status in _FAILED:
-            self._results.put_nowait(WaitResult(self.run_id, error=RunFailedError(item)))
+            results.put_nowait(WaitResult(self.run_id, error=error))
+        elif self.fanout.raise_on_failure and item.status in _FAILED:
+            results.put_nowait(WaitResult(self.run_id, error=RunFailedError(item)))
         else:
-            self._results.put_nowait(WaitResult(self.run_id, run=item))
+            results.put_nowait(WaitResult(self.run_id, run=item))
 
 
 class _UnexpectedError(DifyError):
@@ -296,10 +302,12 @@ async def run_waits(
     """Carry out ``DifyClient.wait_for_runs`` (see there); ``use`` gives the scheduler."""
     scheduler = use()
     results: asyncio.Queue[WaitResult] = asyncio.Queue()
-    deadline = _deadline(clock, timeout)
+    fanout = _Fanout(
+        results, _deadline(clock, timeout), timeout, return_on_paused, raise_on_failure
+    )
     policy = poll or _DEFAULT_POLICY
     spread = min(FIRST_POLL_SPREAD, policy.initial)
-    attached: list[tuple[_Sink, str]] = []
+    attached: list[_Sink] = []
     expected = 0
     try:
         for run_id in run_ids:
@@ -309,20 +317,20 @@ async def run_waits(
             except DifyError as error:
                 results.put_nowait(WaitResult(run_id, error=error))
                 continue
-            sink = _Sink(run_id, results, deadline, timeout, return_on_paused, raise_on_failure)
+            sink = _Sink(run_id, canonical, fanout)
             scheduler.attach(canonical, policy, sink, spread=spread)
-            attached.append((sink, canonical))
+            attached.append(sink)
         for _ in range(expected):
             yield await results.get()
     finally:
-        for sink, canonical in attached:
-            scheduler.detach(sink, canonical, policy)
+        for sink in attached:
+            scheduler.detach(sink, sink.canonical, policy)
 
 
 # -- the free functions: the same as DifyClient's methods --------------------------------
 
 
-async def wait_for_run(
+def wait_for_run(
     client: DifyClient,
     run_id: str,
     *,
@@ -331,8 +339,8 @@ async def wait_for_run(
     return_on_paused: bool = True,
     raise_on_failure: bool = False,
     on_update: OnUpdate | None = None,
-) -> WorkflowRun:
-    """Wait for a run to finish (or pause); the same as :meth:`DifyClient.wait_for_run`.
+) -> Coroutine[Any, Any, WorkflowRun]:
+    """Wait for a run to finish (or pause): ``await`` it; as :meth:`DifyClient.wait_for_run`.
 
     Args:
         client: The client to poll with.
@@ -352,7 +360,7 @@ async def wait_for_run(
         InvalidIdError: ``run_id`` is not a UUID.
         DifyError: A lookup failed for good (not found, auth, retries spent).
     """
-    return await client.wait_for_run(
+    return client.wait_for_run(
         run_id,
         timeout=timeout,
         poll=poll,
