@@ -275,8 +275,13 @@ class Scheduler:
             # (an injected sleep need not move the injected clock).
             now = max(self._clock(), slept_until)
             if when is None or when > now:
+                # Never sleep past a waiter's deadline: a virtual clock, which jumps to the
+                # earliest sleeper, must stop there for the timekeeper.
+                # (With nothing due it sleeps on no clock at all: polls may be on the wire.)
+                wake = self._next_deadline_after(now)
+                until = when if when is None or wake is None or when <= wake else wake
                 self._poll_wake = loop.create_future()
-                if await self._sleep_until(when, self._poll_wake):
+                if await self._sleep_until(until, self._poll_wake) and until == when:
                     slept_until = when if when is not None else slept_until
                 continue
             ticket = await self._gate.acquire()
@@ -418,6 +423,15 @@ class Scheduler:
                 await self._deadline_wake  # woken when a poll ends or a deadline is added
             else:
                 await self._sleep_until(when, self._deadline_wake)
+
+    def _next_deadline_after(self, now: float) -> float | None:
+        """The earliest waiter's deadline if it is after ``now`` (perhaps of a settled wait).
+
+        A deadline already past waits for its run's poll to end, which wakes the timekeeper.
+        """
+        if self._deadlines and self._deadlines[0][0] > now:
+            return self._deadlines[0][0]
+        return None
 
     def _expire_due(self, entry: _Entry, now: float) -> None:
         for waiter in list(entry.waiters):

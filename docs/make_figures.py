@@ -6,6 +6,7 @@ Run by ``nox -s docs`` before the build: ``python docs/make_figures.py``.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import matplotlib as mpl
@@ -16,6 +17,8 @@ import matplotlib.pyplot as plt
 from dify_runs import PollPolicy
 
 OUT = Path(__file__).parent / "_static" / "poll-schedule.png"
+ADAPTIVE = Path(__file__).parent / "_static" / "adaptive-limit.png"
+RESULTS = Path(__file__).parent.parent / "benchmarks" / "results.json"
 HORIZON = 3600.0
 
 
@@ -74,5 +77,44 @@ def main() -> None:
     print(f"wrote {OUT}")
 
 
+def adaptive_limit() -> None:
+    """Rate over time while the limit finds a server's capacity, from the last `nox -s bench`."""
+    capacity = json.loads(RESULTS.read_text())["capacity"]
+    runs = [
+        (capacity["get_runs_160"], "one worker of 160/s (queues)"),
+        (capacity["get_runs_429"], "a proxy admitting 100/s (429 beyond)"),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, (run, title) in zip(axes, runs, strict=True):
+        times = [r["t"] for r in run["sent_rate"]]
+        sent = [r["sent_per_s"] for r in run["sent_rate"]]
+        axis.step(times, sent, where="post", color="#1f77b4", label="requests sent per second")
+        axis.axhline(run["capacity"], color="k", linestyle="--", linewidth=1, label="capacity")
+        paced = [(s["t"], s["pace"]) for s in run["limiter"] if s["pace"] is not None]
+        if paced:
+            axis.plot(*zip(*paced, strict=True), color="#d62728", label="pace after a 429")
+        window = axis.twinx()
+        window.step(
+            [s["t"] for s in run["limiter"]],
+            [s["window"] for s in run["limiter"]],
+            where="post",
+            color="#2ca02c",
+            alpha=0.6,
+            label="requests in flight allowed",
+        )
+        window.set_ylabel("in flight allowed", color="#2ca02c")
+        axis.set(
+            xlabel="server time (s)",
+            ylabel="requests per second",
+            title=f"get_runs of {run['count']:,} ids: {title}",
+        )
+        axis.grid(visible=True, alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(ADAPTIVE, dpi=110)
+    print(f"wrote {ADAPTIVE}")
+
+
 if __name__ == "__main__":
     main()
+    adaptive_limit()
