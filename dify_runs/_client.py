@@ -344,7 +344,7 @@ class DifyClient:
                 person). False keeps waiting through pauses.
             raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
                 ``stopped`` runs instead of returning them.
-            on_update: Called (sync or async) with every record fetched.
+            on_update (OnUpdate | None): Called (sync or async) with every record fetched.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -542,7 +542,7 @@ class DifyClient:
             poll: When to poll.
             return_on_paused: Return a ``paused`` record.
             raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
-            on_update: Called with every record fetched.
+            on_update (OnUpdate | None): Called with every record fetched.
 
         Returns:
             The run's final record.

@@ -323,7 +323,7 @@ class SyncDifyClient:
             return_on_paused: Return a ``paused`` record; False waits through pauses.
             raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
                 ``stopped`` runs instead of returning them.
-            on_update: Called with every record fetched, in the client's thread.
+            on_update (OnUpdate | None): Called with every record fetched, in the client's thread.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -500,7 +500,7 @@ class SyncDifyClient:
             poll: When to poll.
             return_on_paused: Return a ``paused`` record.
             raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
-            on_update: Called with every record fetched, in the client's thread.
+            on_update (OnUpdate | None): Called with every record fetched, in the client's thread.
 
         Returns:
             The run's final record.
