@@ -43,6 +43,10 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True
 
+# Each example runs as a script does, with __name__ set (aiohttp's web.AppKey reads it);
+# everything else, imports included, is the example's own.
+doctest_global_setup = '__name__ = "__main__"'
+
 autodoc_typehints_description_target = "documented"
 # ``WorkflowRun``, not ``dify_runs._models.WorkflowRun``.
 python_use_unqualified_type_names = True
