@@ -83,7 +83,7 @@ class DifyClient:
 
     Use it as an async context manager, or call :meth:`close` when done::
 
-        async with DifyClient(api_key="app-...", base_url="http://127.0.0.1:5001/v1") as client:
+        async with DifyClient(api_key="app-...", base_url="http://localhost/v1") as client:
             run = await client.get_run(run_id)
 
     All requests of one client, lookups and waits alike, pass one adaptive

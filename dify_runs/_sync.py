@@ -73,7 +73,7 @@ class SyncDifyClient:
     event loop (a notebook cell), which is blocked meanwhile. Use it as a
     context manager, or call :meth:`close`::
 
-        with SyncDifyClient(api_key="app-...", base_url="http://127.0.0.1:5001/v1") as client:
+        with SyncDifyClient(api_key="app-...", base_url="http://localhost/v1") as client:
             run = client.wait_for_run(run_id, timeout=600)
 
     The arguments are those of :class:`DifyClient`, except ``session``: an
