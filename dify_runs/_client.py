@@ -502,7 +502,7 @@ class DifyClient:
     async def stop_run(self, task_id: str, *, user: str) -> None:
         """Ask Dify to stop a run, by the ``task_id`` from :meth:`start_run`.
 
-        Dify acknowledges any task id, known or not, and Dify 1.12 and 1.13
+        Dify acknowledges any task id, known or not, and Dify 1.12 and newer
         keep reporting the stopped run as ``running`` afterwards (only 1.0.x
         records ``stopped``): a later wait on it still needs its deadline.
 

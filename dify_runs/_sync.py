@@ -462,7 +462,7 @@ class SyncDifyClient:
         )
 
     def stop_run(self, task_id: str, *, user: str) -> None:
-        """Ask Dify to stop a run (Dify 1.12 and 1.13 keep reporting it ``running``).
+        """Ask Dify to stop a run (Dify 1.12 and newer keep reporting it ``running``).
 
         Args:
             task_id: The task id of the run (:attr:`StartedRun.task_id`).
