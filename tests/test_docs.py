@@ -26,12 +26,17 @@ from pathlib import Path
 import attrs
 import pytest
 
+import dify_runs
+import dify_runs.testing
+
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 
 #: Longest line a code block may have: wider ones scroll sideways at 1280 px.
 MAX_LINE = 88
+#: The same for code in docstrings, which the API reference shows indented.
+MAX_DOCSTRING_LINE = 86
 #: Seconds one example may take (most take well under one).
 EXAMPLE_TIMEOUT = 60.0
 #: What marks a block that is deliberately not run.
@@ -258,3 +263,36 @@ def test_no_machine_paths(page: Path) -> None:
     """No page shows a path of the machine it was written on."""
     text = page.read_text(encoding="utf-8")
     assert [path for path in MACHINE_PATHS if path in text] == []
+
+
+def _public_objects() -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = []
+    for module in (dify_runs, dify_runs.testing):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            found.append((f"{module.__name__}.{name}", obj))
+            if isinstance(obj, type):
+                found.extend(
+                    (f"{module.__name__}.{name}.{member}", value)
+                    for member, value in vars(obj).items()
+                    if not member.startswith("_")
+                )
+    return found
+
+
+def test_docstring_examples_fit_the_reference_page() -> None:
+    """Code in public docstrings fits the API reference, where it sits indented."""
+    wide = []
+    for name, obj in _public_objects():
+        doc = getattr(obj, "__doc__", None) if not isinstance(obj, str) else None
+        lines = (doc or "").expandtabs().splitlines()
+        literal_indent: int | None = None
+        for line in lines:
+            indent = len(line) - len(line.lstrip())
+            if literal_indent is not None and line.strip() and indent <= literal_indent:
+                literal_indent = None
+            if literal_indent is not None and len(line.strip()) > MAX_DOCSTRING_LINE:
+                wide.append(f"{name}: {line.strip()}")
+            if line.rstrip().endswith("::"):
+                literal_indent = indent
+    assert wide == []
