@@ -37,6 +37,8 @@ html_static_path = ["_static"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Types only for documented parameters: attrs records list their fields once, not twice.
+autodoc_typehints_description_target = "documented"
 autodoc_class_signature = "mixed"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
@@ -47,7 +49,6 @@ napoleon_use_ivar = True
 # everything else, imports included, is the example's own.
 doctest_global_setup = '__name__ = "__main__"'
 
-autodoc_typehints_description_target = "documented"
 # ``WorkflowRun``, not ``dify_runs._models.WorkflowRun``.
 python_use_unqualified_type_names = True
 
