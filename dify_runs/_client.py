@@ -84,7 +84,7 @@ class DifyClient:
 
     Use it as an async context manager, or call :meth:`close` when done::
 
-        async with DifyClient(api_key="app-...", base_url="http://127.0.0.1:5001/v1") as client:
+        async with DifyClient(api_key="app-...", base_url="http://localhost/v1") as client:
             run = await client.get_run(run_id)
 
     All requests of one client, lookups and waits alike, pass one adaptive
@@ -345,7 +345,7 @@ class DifyClient:
                 person). False keeps waiting through pauses.
             raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
                 ``stopped`` runs instead of returning them.
-            on_update: Called (sync or async) with every record fetched.
+            on_update (OnUpdate | None): Called (sync or async) with every record fetched.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -504,7 +504,7 @@ class DifyClient:
     async def stop_run(self, task_id: str, *, user: str) -> None:
         """Ask Dify to stop a run, by the ``task_id`` from :meth:`start_run`.
 
-        Dify acknowledges any task id, known or not, and Dify 1.12 and 1.13
+        Dify acknowledges any task id, known or not, and Dify 1.12 and newer
         keep reporting the stopped run as ``running`` afterwards (only 1.0.x
         records ``stopped``): a later wait on it still needs its deadline.
 
@@ -544,7 +544,7 @@ class DifyClient:
             poll: When to poll.
             return_on_paused: Return a ``paused`` record.
             raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
-            on_update: Called with every record fetched.
+            on_update (OnUpdate | None): Called with every record fetched.
 
         Returns:
             The run's final record.

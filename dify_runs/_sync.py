@@ -73,7 +73,7 @@ class SyncDifyClient:
     event loop (a notebook cell), which is blocked meanwhile. Use it as a
     context manager, or call :meth:`close`::
 
-        with SyncDifyClient(api_key="app-...", base_url="http://127.0.0.1:5001/v1") as client:
+        with SyncDifyClient(api_key="app-...", base_url="http://localhost/v1") as client:
             run = client.wait_for_run(run_id, timeout=600)
 
     The arguments are those of :class:`DifyClient`, except ``session``: an
@@ -323,7 +323,7 @@ class SyncDifyClient:
             return_on_paused: Return a ``paused`` record; False waits through pauses.
             raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
                 ``stopped`` runs instead of returning them.
-            on_update: Called with every record fetched, in the client's thread.
+            on_update (OnUpdate | None): Called with every record fetched, in the client's thread.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -462,7 +462,7 @@ class SyncDifyClient:
         )
 
     def stop_run(self, task_id: str, *, user: str) -> None:
-        """Ask Dify to stop a run (Dify 1.12 and 1.13 keep reporting it ``running``).
+        """Ask Dify to stop a run (Dify 1.12 and newer keep reporting it ``running``).
 
         Args:
             task_id: The task id of the run (:attr:`StartedRun.task_id`).
@@ -500,7 +500,7 @@ class SyncDifyClient:
             poll: When to poll.
             return_on_paused: Return a ``paused`` record.
             raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
-            on_update: Called with every record fetched, in the client's thread.
+            on_update (OnUpdate | None): Called with every record fetched, in the client's thread.
 
         Returns:
             The run's final record.

@@ -349,7 +349,7 @@ def wait_for_run(
         poll: When to poll; :class:`PollPolicy` defaults otherwise.
         return_on_paused: Return a ``paused`` record. False keeps waiting.
         raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
-        on_update: Called (sync or async) with every record fetched.
+        on_update (OnUpdate | None): Called (sync or async) with every record fetched.
 
     Returns:
         The first record that is terminal, or paused when ``return_on_paused``.

@@ -21,7 +21,12 @@ from ._versions import Quirks
 class Fault:
     """A failure the fake server can inject instead of (or before) answering.
 
-    Build one with the class methods, e.g. ``Fault.error(503)``.
+    Build one with the class methods and hand it to :meth:`FakeDify.inject`,
+    which decides which requests it hits::
+
+        fake.inject(Fault.error(503, html=True), times=2)  # a proxy's page, twice
+        fake.inject(Fault.rate_limit(retry_after=1), probability=0.1)
+        fake.inject(Fault.latency(0.5), route=None)  # every route answers late
 
     Attributes:
         kind: One of ``status``, ``rate_limit``, ``reset``, ``truncate``,

@@ -135,6 +135,11 @@ class FakeDify:
         self.workflow_id = _uuid4(random.Random(seed))
         self.app_id = _uuid4(random.Random(seed + 1))
         self.runs: dict[str, SimulatedRun] = {}
+        """Every run on the server by id, scripted with :meth:`add_run` or started by a client.
+
+        Each :class:`SimulatedRun` can be inspected (``user``, ``inputs``, ``task_id``)
+        or changed before the next request reads it.
+        """
         self.apps: dict[str, SimulatedApp] = {}
         """Every app on the server, by key."""
         self._ids = random.Random(seed + 2)
