@@ -107,11 +107,15 @@ def report(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {cpu:.0f} | {cpu / floor:.2f}x | {med(figures['lookups_per_s']):,.0f} |"
         )
-    ratio = med(look["contenders"]["dify_runs"]["cpu_per_lookup_us"]) / floor
+    ratio = med(look["contenders"][lookups.DIFY_RUNS_HELD]["cpu_per_lookup_us"]) / floor
     lines += [
         "",
-        f"Target: dify_runs at most {LOOKUP_TARGET}x the raw aiohttp CPU per lookup: "
-        f"{ratio:.2f}x, {met(ratio <= LOOKUP_TARGET)}.",
+        f"Target: dify_runs at most {LOOKUP_TARGET}x the raw aiohttp CPU per lookup, at the",
+        f"same 64 in flight: {ratio:.2f}x, {met(ratio <= LOOKUP_TARGET)}. With its default",
+        "adaptive limit, dify_runs keeps fewer requests in flight against this one-core",
+        "server (a short queue at the server instead of 64 waiting there), so each event-loop",
+        "turn handles fewer answers and a lookup costs more CPU: the price of not parking a",
+        "queue on the server.",
         "",
     ]
 
@@ -239,7 +243,7 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"  {t:5.2f}  {sample['window']:6d}  {pace:>4}  {sent:7.0f}")
     lines += ["```", ""]
 
-    ratio = med(look["contenders"]["dify_runs"]["cpu_per_lookup_us"]) / floor
+    ratio = med(look["contenders"][lookups.DIFY_RUNS_HELD]["cpu_per_lookup_us"]) / floor
     default_poll = poll["policies"].get("default PollPolicy()", {})
     hour = default_poll.get("1 h", {})
     short = default_poll.get("5 s", {})

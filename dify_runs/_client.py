@@ -29,6 +29,7 @@ from yarl import URL
 
 from . import _protocol, _wait
 from ._errors import (
+    BadRequestError,
     ClientClosedError,
     ConfigurationError,
     DifyAPIError,
@@ -61,6 +62,8 @@ DEFAULT_TIMEOUT = 30.0
 #: Largest response body read, in bytes; larger ones are refused unread.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 _MAX_REDIRECTS = 3
+#: Seconds an app's input form is trusted before it is read again.
+_FORM_TTL = 60.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -175,6 +178,7 @@ class DifyClient:
         self._rule = RetryRule(max_retries=max_retries)
         self._gate = Gate(self.limiter, clock, sleep)
         self._contacted = False
+        self._input_form: tuple[float, tuple[str, ...]] | None = None
         self._scheduler = Scheduler(
             fetch=self._poll_once,
             gate=self._gate,
@@ -496,10 +500,58 @@ class DifyClient:
         path = "workflows/run"
         if workflow_id is not None:
             path = f"workflows/{_protocol.canonical_run_id(workflow_id, what='workflow id')}/run"
+        await self._check_inputs(inputs)
         body: dict[str, Any] = {"inputs": dict(inputs), "user": user, "response_mode": "streaming"}
         if files:
             body["files"] = [dict(item) for item in files]
         return await self._post(path, body, self._read_started)
+
+    async def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Refuse a run whose required inputs are missing, as Dify's blocking mode would.
+
+        In streaming mode Dify 1.13 and newer accept such a run, send a ping and then
+        nothing: the error stays in its worker. The app's form (``GET parameters``) is
+        cached for a minute and fetched again before refusing, in case it changed.
+
+        Raises:
+            BadRequestError: A required input is missing or empty (nothing was started).
+        """
+        for fresh in (False, True):
+            required = await self._required_inputs(refresh=fresh)
+            missing = [name for name in required if inputs.get(name) in (None, "")]
+            if not missing:
+                return
+        raise BadRequestError(
+            f"{missing[0]} is required in input form",
+            status=400,
+            code="invalid_param",
+            body="checked against the app's GET /parameters before starting; nothing was sent",
+        )
+
+    async def _required_inputs(self, *, refresh: bool) -> tuple[str, ...]:
+        now = self.clock()
+        cached = self._input_form
+        if cached is not None and not refresh and now - cached[0] < _FORM_TTL:
+            return cached[1]
+        try:
+            payload = await self._get_json("parameters")
+        except DifyError as error:  # the form is a courtesy check: Dify still has the last word
+            logger.info("could not read the app's input form (%s); not checking inputs", error)
+            return ()
+        required = _protocol.required_inputs(payload)
+        self._input_form = (now, required)
+        return required
+
+    async def _get_json(self, path: str) -> Any:
+        """GET a JSON document once (under the client's limits), or raise the error answer."""
+        ticket = await self._gate.acquire()
+        try:
+            status, headers, body = await self._send(self._url(path))
+        finally:
+            self._gate.release(ticket)
+        if not 200 <= status < 300:
+            raise _protocol.api_error(status, headers, body)
+        return _protocol.decode_json(status, body)
 
     async def stop_run(self, task_id: str, *, user: str) -> None:
         """Ask Dify to stop a run, by the ``task_id`` from :meth:`start_run`.
@@ -616,20 +668,29 @@ class DifyClient:
         decoder = LineDecoder()
         pending: list[str] = []
         size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > self.max_body_size:
-                raise UnexpectedResponseError(
-                    "event stream passed the size limit before workflow_started",
-                    status=status,
-                )
-            pending.extend(decoder.feed(chunk))
-            if "" in pending:
-                cut = len(pending) - pending[::-1].index("")
-                complete, pending = pending[:cut], pending[cut:]
-                started = self._first_started(complete, status)
-                if started is not None:
-                    return started
+        try:
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > self.max_body_size:
+                    raise UnexpectedResponseError(
+                        "event stream passed the size limit before workflow_started",
+                        status=status,
+                    )
+                pending.extend(decoder.feed(chunk))
+                if "" in pending:
+                    cut = len(pending) - pending[::-1].index("")
+                    complete, pending = pending[:cut], pending[cut:]
+                    started = self._first_started(complete, status)
+                    if started is not None:
+                        return started
+        except asyncio.TimeoutError as exc:
+            raise DifyTimeoutError(
+                f"Dify accepted the run (HTTP {status}) but never started it: no "
+                f"workflow_started within {format_seconds(self.request_timeout)} s. Usual "
+                "causes: a required input is missing or invalid (in streaming mode Dify 1.13 "
+                "and newer report that nowhere), or no Dify worker is free to start it "
+                "(check its Celery workers and Redis)"
+            ) from exc
         started = self._first_started([*pending, *decoder.close()], status)
         if started is not None:
             return started
@@ -846,6 +907,8 @@ def _transport_errors(
     """Turn aiohttp's transport exceptions into ours, chained to theirs."""
     try:
         yield
+    except DifyError:
+        raise  # already ours (a DifyTimeoutError is also an asyncio.TimeoutError)
     except asyncio.TimeoutError as exc:
         raise DifyTimeoutError(f"no answer within {format_seconds(timeout)} s") from exc
     except aiohttp.ClientError as exc:

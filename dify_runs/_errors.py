@@ -8,7 +8,8 @@ library decided to raise", or one tier below it for a kind of failure::
     │   ├── BadRequestError          400
     │   ├── AuthenticationError      401
     │   ├── PermissionDeniedError    403
-    │   ├── RunNotFoundError         404, or 200 with "id": null (Dify <= 1.12)
+    │   ├── RunNotFoundError         404 from Dify, or 200 with "id": null (Dify <= 1.12);
+    │   │                            a web server's 404 (a wrong base_url) is a DifyAPIError
     │   ├── RateLimitError           429
     │   └── ServerError              5xx, including HTML pages from proxies
     ├── DifyConnectionError          no usable answer: refused, reset, TLS, DNS

@@ -53,7 +53,7 @@ def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: int) -> Non
         raise ConfigurationError(f"{attribute.name} must be an int >= 1, got {value!r}")
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # checked once, at creation: this is a hot path
 class AdaptiveLimiter:
     """How many requests may be in flight, and how fast they may start.
 
@@ -252,13 +252,15 @@ _FIRST_SIGN = 8
 _NOISE = 0.01
 
 
-@attrs.define(eq=False)
 class Ticket:
     """One admitted request: when it started, and how many were in flight with it."""
 
-    started: float
-    in_flight: int
-    spent: bool = False
+    __slots__ = ("in_flight", "spent", "started")
+
+    def __init__(self, started: float, in_flight: int) -> None:
+        self.started = started
+        self.in_flight = in_flight
+        self.spent = False
 
 
 class Gate:

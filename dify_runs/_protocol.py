@@ -45,6 +45,7 @@ __all__ = [
     "normalize_base_url",
     "parse_retry_after",
     "parse_run",
+    "required_inputs",
     "run_path",
     "started_run",
     "structure_run",
@@ -173,13 +174,16 @@ def error_for(
     status: int, code: str | None, message: str, headers: Mapping[str, str], body: str = ""
 ) -> DifyAPIError:
     """Build the :class:`DifyAPIError` subclass for an HTTP status, code and message."""
-    if not message and code is None and status == 404:
+    not_an_api_route = not message and code is None and status == 404
+    if not_an_api_route:
         # Run ids are always UUIDs, so only a wrong base URL meets a router's 404.
         message = NOT_AN_API_ROUTE
     if not message:
         message = "error response without a Dify message body"
     if status >= 500:
         cls: type[DifyAPIError] = ServerError
+    elif not_an_api_route:
+        cls = DifyAPIError  # a setup mistake, not "no such run": never caught as one
     else:
         cls = _ERRORS_BY_STATUS.get(status, DifyAPIError)
     error = cls(message, status=status, code=code, headers=headers, body=body)
@@ -285,3 +289,21 @@ def parse_run(status: int, headers: Mapping[str, str], body: bytes) -> WorkflowR
     if not 200 <= status < 300:
         raise api_error(status, headers, body)
     return structure_run(decode_json(status, body), status=status, body=body)
+
+
+def required_inputs(payload: Any) -> tuple[str, ...]:
+    """Read the names of an app's required inputs from its ``GET /parameters`` answer.
+
+    Each item of ``user_input_form`` is one ``{"<kind>": {"variable", "required", ...}}``
+    object (``text-input``, ``paragraph``, ``select``, ``number``, ``file``...). Anything
+    unreadable is skipped: this only serves a courtesy check before starting a run.
+    """
+    form = payload.get("user_input_form") if isinstance(payload, dict) else None
+    names: list[str] = []
+    for item in form if isinstance(form, list) else []:
+        fields = next(iter(item.values()), None) if isinstance(item, dict) and item else None
+        if isinstance(fields, dict) and fields.get("required") is True:
+            variable = fields.get("variable")
+            if isinstance(variable, str) and variable:
+                names.append(variable)
+    return tuple(names)

@@ -107,7 +107,7 @@ def test_null_id_is_not_found(payload: dict[str, Any]) -> None:
             id="404-json",
         ),
         pytest.param(
-            404, b"<!doctype html><title>404</title>", RunNotFoundError, None, id="404-html"
+            404, b"<!doctype html><title>404</title>", DifyAPIError, None, id="404-html"
         ),
         pytest.param(
             405,

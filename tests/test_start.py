@@ -15,6 +15,7 @@ from dify_runs import (
     DifyAPIError,
     DifyClient,
     DifyConnectionError,
+    DifyTimeoutError,
     InvalidIdError,
     RunStatus,
     ServerError,
@@ -301,3 +302,64 @@ async def test_oversized_stream(scripted: Callable[[Handler], Awaitable[DifyClie
     client.max_body_size = 100_000
     with pytest.raises(UnexpectedResponseError, match="limit"):
         await client.start_run(inputs={}, user="u")
+
+
+async def test_missing_required_input_is_refused_before_sending(
+    quick: FakeDify, make_client: MakeClient
+) -> None:
+    """The app's form says 'query' is required: start_run refuses at once, as blocking mode would."""
+    client = make_client(quick)
+    with pytest.raises(BadRequestError, match="query is required in input form") as info:
+        await client.start_run(inputs={"other": 1}, user="u")
+    assert info.value.code == "invalid_param"
+    assert quick.count(route="start_run") == 0  # nothing was started
+    await client.start_run(inputs={"query": "hi"}, user="u")
+    assert quick.count(route="parameters") == 2  # the refusal looked again; then cached
+    await client.start_run(inputs={"query": "again"}, user="u")
+    assert quick.count(route="parameters") == 2
+
+
+async def test_a_changed_form_is_read_again(quick: FakeDify, make_client: MakeClient) -> None:
+    """An input the cached form requires, but the app no longer does, does not block a start."""
+    client = make_client(quick)
+    await client.start_run(inputs={"query": "hi"}, user="u")  # caches: query is required
+    quick.required_inputs = ()
+    started = await client.start_run(inputs={}, user="u")
+    assert started.run_id in quick.runs
+
+
+async def test_an_unreadable_form_does_not_block_a_start(
+    serve: Serve, make_client: MakeClient
+) -> None:
+    """Without GET /parameters (a proxy, an old server), the run is started and Dify decides."""
+
+    async def started(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        event = {"event": "workflow_started", "workflow_run_id": RUN, "task_id": TASK, "data": {}}
+        await response.write(f"data: {json.dumps(event)}\n\n".encode())
+        return response
+
+    base = await serve(routes={"/v1/workflows/run": started}, method="POST")
+    async with DifyClient("k", base_url=base) as client:
+        assert (await client.start_run(inputs={}, user="u")).run_id == RUN
+
+
+async def test_a_run_that_never_starts_says_why(serve: Serve) -> None:
+    """Dify answers 200, pings, then nothing: the error says it accepted but never started it."""
+
+    async def pings_only(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"event: ping\n\n")
+        await asyncio.Event().wait()  # the error stays in Dify's worker
+        return response
+
+    base = await serve(
+        routes={"/v1/workflows/run": pings_only}, method="POST", cancel_on_disconnect=True
+    )
+    async with DifyClient("k", base_url=base, request_timeout=0.2) as client:
+        with pytest.raises(DifyTimeoutError, match="accepted the run") as info:
+            await client.start_run(inputs={}, user="u")
+    assert "required input" in str(info.value)
+    assert "0.2 s" in str(info.value)
