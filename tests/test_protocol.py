@@ -106,9 +106,7 @@ def test_null_id_is_not_found(payload: dict[str, Any]) -> None:
             "not_found",
             id="404-json",
         ),
-        pytest.param(
-            404, b"<!doctype html><title>404</title>", DifyAPIError, None, id="404-html"
-        ),
+        pytest.param(404, b"<!doctype html><title>404</title>", DifyAPIError, None, id="404-html"),
         pytest.param(
             405,
             dify_error(405, "method_not_allowed", "Method not allowed"),

@@ -478,3 +478,22 @@ async def test_budget_spent_ends_waits(
     results = [r async for r in wait_for_runs(client, [vfake.add_run() for _ in range(10)])]
     assert all(isinstance(r.error, ServerError) for r in results)
     assert vfake.count() <= 10 + 2
+
+
+async def test_cancelling_the_last_waiter_cuts_its_poll(
+    fake: FakeDify, make_client: MakeClient
+) -> None:
+    """A poll on the wire is cut when its last waiter leaves: no slot is held for nobody."""
+    fake.inject(Fault.stall(60))
+    client = make_client(fake)
+    task = asyncio.ensure_future(wait_for_run(client, fake.add_run(), timeout=None))
+    while client.limiter.in_flight == 0:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(20):  # the cut request needs a few loop turns to hand back its slot
+        if client.limiter.in_flight == 0:
+            break
+        await asyncio.sleep(0)
+    assert client.limiter.in_flight == 0
