@@ -19,6 +19,8 @@ PROPERTY_TESTS = [
     "tests/test_sse.py",
     "tests/test_policy.py",
 ]
+# Every code example of the docs, each in a fresh interpreter: once per CI run, in `docs`.
+DOCS_EXAMPLES = "tests/test_docs.py"
 
 
 @nox.session(python=PYTHONS)
@@ -27,7 +29,8 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[tests]")
     session.env["COVERAGE_FILE"] = f".coverage.{session.python}"
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    options = session.posargs or [f"--ignore={DOCS_EXAMPLES}"]
+    session.run("coverage", "run", "-m", "pytest", *options)
     session.run("coverage", "combine")
     session.run("coverage", "report")
 
@@ -64,6 +67,7 @@ def docs(session: nox.Session) -> None:
     session.run(
         "sphinx-build", "-W", "--keep-going", "-b", "doctest", "docs", "docs/_build/doctest"
     )
+    session.run("pytest", "-q", DOCS_EXAMPLES)
 
 
 @nox.session(python="3.11")

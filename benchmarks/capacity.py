@@ -154,7 +154,7 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
     return {
         "get_runs_160": asyncio.run(get_runs(lookups, 160.0)),
         "get_runs_429": asyncio.run(get_runs(lookups, 100.0, overload="429", queue_limit=2)),
-        "waits": asyncio.run(waits(100 if quick else 10_000, 160.0)),
+        "waits": asyncio.run(waits(30 if quick else 10_000, 160.0)),
     }
 
 

@@ -22,9 +22,9 @@ How the limit moves (TCP Vegas, as in Netflix's concurrency-limits):
   at 70 % of the rate just sent, at most once per ``interval`` however many
   such answers arrive together; the pace then recovers, quickly up to the
   rate of that back-off and by 10 % per quiet interval beyond it, and is
-  lifted once well above what the client sends. When the share of such
-  answers does not move with the pace (a proxy refusing every fifth request
-  whatever the rate), the pace recovers instead of falling further.
+  lifted once well above what the client sends. When what gets through
+  follows what is sent (a proxy refusing every fifth request whatever the
+  rate), the pace probes upward instead of falling further.
 - The user's ``max_concurrency`` and ``rate_limit`` are hard ceilings.
 """
 
@@ -87,7 +87,7 @@ class AdaptiveLimiter:
     _window_start: float | None = attrs.field(init=False, default=None)
     _answers: int = attrs.field(init=False, default=0)
     _overloads: int = attrs.field(init=False, default=0)
-    _ratio_at_backoff: float | None = attrs.field(init=False, default=None)
+    _last_interval: tuple[float, float] | None = attrs.field(init=False, default=None)
     _rate_at_backoff: float = attrs.field(init=False, default=0.0)
     _last_start: float = attrs.field(init=False, default=-math.inf)
     _next_probe: float | None = attrs.field(init=False, default=None)
@@ -193,30 +193,37 @@ class AdaptiveLimiter:
         if self._window_start is None:
             self._window_start = now
         if now - self._window_start >= self.interval and self._answers:
-            self._decide(now, self._overloads / self._answers)
+            self._decide(now, self._overloads / self._answers, self._answers)
             self._window_start, self._answers, self._overloads = now, 0, 0
         self._answers += 1
         self._overloads += overloaded
         if overloaded and self.pace is None and self._answers >= _FIRST_SIGN:
             # The first signs of overload: back off now, from what this interval showed.
             self._back_off(now, self._overloads / self._answers)
-            self._ratio_at_backoff = None  # judged afresh at this interval's end
             self._window_start, self._answers, self._overloads = now, 0, 0
 
-    def _decide(self, now: float, ratio: float) -> None:
-        """Back off, hold or recover, once per interval, by the share of overloaded answers.
+    def _decide(self, now: float, ratio: float, answers: int) -> None:
+        """Back off, or probe upward, once per interval, by what the last interval showed.
 
-        Backing off is what helps when the server rations requests; when the
-        share of overloaded answers does not move with the pace (a proxy that
-        refuses every fifth request whatever the rate), backing off further
-        would only starve the client, so the pace recovers instead.
+        A server that rations requests lets the same number through however many
+        are sent: when the client sent more than in the interval before and no
+        more got through, it backs off to what got through. When what gets through
+        follows what is sent (a proxy refusing every fifth request whatever the
+        rate), backing off would only starve the client: the pace probes upward
+        instead, and is lifted once well above what the client sends.
         """
-        last = self._ratio_at_backoff
-        moved = last is None or ratio < 0.8 * last or ratio > 1.25 * last
-        if ratio > _NOISE and (moved or ratio > 0.5):  # (most refused: back off regardless)
-            self._back_off(now, ratio)
-            self._ratio_at_backoff = ratio
-        elif self.pace is not None:
+        sent = self._sent_rate(now)
+        through = sent * (1 - ratio)
+        before, self._last_interval = self._last_interval, (sent, through)
+        if ratio > 0.5 and answers >= _FIRST_SIGN:
+            self._back_off(now, ratio)  # most refused: back off, whatever came before
+            return
+        if ratio > _NOISE and before is not None and sent > 1.05 * before[0]:
+            sent_more = sent / before[0] - 1
+            if through < before[1] * (1 + 0.5 * sent_more):  # more sent, no more through
+                self._back_off(now, ratio)
+                return
+        if self.pace is not None:
             # Back quickly toward the rate of the last back-off, then probe beyond it gently.
             if self.pace < self._rate_at_backoff:
                 self.pace = max(
@@ -224,9 +231,8 @@ class AdaptiveLimiter:
                 )
             else:
                 self.pace *= 1.1
-            if ratio <= _NOISE and self.pace > 2 * max(self._sent_rate(now), 1.0):
+            if self.pace > 2 * max(sent, 1.0):
                 self.pace = None  # well above what the client sends: no longer needed
-                self._ratio_at_backoff = None
 
     def _sent_rate(self, now: float) -> float:
         """Requests started per second over the last interval (or since the first start)."""

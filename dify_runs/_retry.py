@@ -181,6 +181,7 @@ class RetryRule:
         deadline: float | None = None,
         draw: float = 0.0,
         at_least: float = 0.0,
+        at_most: float | None = None,
     ) -> Decision:
         """Decide whether and when to retry after ``error``.
 
@@ -193,7 +194,10 @@ class RetryRule:
             now: The clock reading.
             deadline: No attempt may start at or after it; None for no deadline.
             draw: A random number in [0, 1) for jitter.
-            at_least: A floor for the delay (a poll's own schedule).
+            at_least: A floor for the delay.
+            at_most: A cap on the backoff (a poll's own delay: a failed poll
+                costs its wait one poll, not a growing pause); ``Retry-After``
+                still wins.
 
         Returns:
             The decision.
@@ -202,7 +206,10 @@ class RetryRule:
             return Decision(retry=False, reason="final")
         if self.max_retries is not None and attempt >= self.max_retries:
             return Decision(retry=False, reason="attempts")
-        delay = max(self.backoff(attempt, draw), retry_hint(error), at_least)
+        backoff = self.backoff(attempt, draw)
+        if at_most is not None:
+            backoff = min(backoff, at_most)
+        delay = max(backoff, retry_hint(error), at_least)
         if deadline is not None and now + delay >= deadline:
             return Decision(retry=False, delay=delay, reason="deadline")
         if not budget.try_spend(transport=isinstance(error, DifyConnectionError)):

@@ -369,6 +369,7 @@ class Scheduler:
             now=self._clock(),
             deadline=latest,
             draw=self._random(),
+            at_most=max(self._rule.initial, entry.policy.delay(entry.polls)),
         )
         entry.failures += 1
         if decision.retry:

@@ -174,7 +174,8 @@ def _run(block: Block, directory: Path) -> subprocess.CompletedProcess[str]:
     script = directory / ("test_example.py" if block.is_test_module else "example.py")
     script.write_text(block.code, encoding="utf-8")
     # Examples read DIFY_API_KEY and DIFY_BASE_URL only where they set them.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFY_")}
+    # No DIFY_* settings of ours, and no coverage: examples are not what coverage measures.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIFY_", "COVERAGE_PROCESS_"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return subprocess.run(
         _command(block, script),

@@ -108,14 +108,14 @@ def test_pace_recovers_and_is_lifted() -> None:
     limiter = AdaptiveLimiter(interval=1.0)
     for i in range(100):
         limiter.started(i / 100)
-    limiter.finished(1.0, None, in_flight=5, overloaded=True)
-    limiter.finished(1.5, None, in_flight=5, overloaded=True)
-    assert limiter.pace is None
-    limiter.finished(2.1, 0.01, in_flight=5)
-    assert limiter.pace == pytest.approx(50.0)  # all refused: cut in half, once, at the end
+    for i in range(7):
+        limiter.finished(1.0 + i / 100, None, in_flight=5, overloaded=True)
+    assert limiter.pace is None  # a few refusals are not yet a sign
+    limiter.finished(1.1, None, in_flight=5, overloaded=True)
+    assert limiter.pace == pytest.approx(50.0)  # all refused: cut in half at once, once
     limiter.finished(2.5, 0.01, in_flight=limiter.started(2.5))
-    limiter.finished(3.2, 0.01, in_flight=limiter.started(3.2))
-    assert limiter.pace is None  # a quiet interval, well above the 2 requests/s now sent
+    limiter.finished(3.6, 0.01, in_flight=limiter.started(3.6))
+    assert limiter.pace is None  # an interval later, well above the request a second now sent
 
 
 def test_overloads_that_do_not_follow_the_pace_do_not_starve_the_client() -> None:

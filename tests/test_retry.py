@@ -184,3 +184,13 @@ def test_budget_spends_and_refunds() -> None:
     for _ in range(100):
         budget.refund()
     assert budget.tokens == 20
+
+
+def test_a_poll_retry_never_waits_longer_than_the_poll() -> None:
+    """at_most caps the backoff (a failed poll costs one poll), but not a Retry-After."""
+    rule = RetryRule(max_retries=None)
+    error = ServerError("x", status=502)
+    assert rule.decide(error, attempt=6, budget=RetryBudget(), now=0).delay == 8.0
+    assert rule.decide(error, attempt=6, budget=RetryBudget(), now=0, at_most=1.5).delay == 1.5
+    hinted = rule.decide(rate_limited(5), attempt=6, budget=RetryBudget(), now=0, at_most=1.5)
+    assert hinted.delay == 5
