@@ -289,7 +289,35 @@ class DifyClient:
             DifyConnectionError: No answer (``DifyTimeoutError`` for a timeout).
             UnexpectedResponseError: An answer that is not a run record.
         """
-        return await self._fetch_run(run_id)
+        canonical = _protocol.canonical_run_id(run_id)  # refuses a bad id before any wait
+        path = f"workflows/run/{canonical}"
+        attempt = 0
+        while True:
+            ticket = self._gate.try_acquire() or await self._gate.acquire()
+            try:
+                return (await self._attempt(path, ticket))[0]
+            except DifyError as error:
+                if isinstance(error, RunNotFoundError):
+                    error.run_id = canonical
+                decision = self._rule.decide(
+                    error,
+                    attempt=attempt,
+                    budget=self.retry_budget,
+                    now=self.clock(),
+                    draw=self.random(),
+                )
+                if not decision.retry:
+                    raise
+                logger.info(
+                    "retrying GET %s in %.2f s after %s (retry %d of %d)",
+                    path,
+                    decision.delay,
+                    _describe(error),
+                    attempt + 1,
+                    self.max_retries,
+                )
+            await self.sleep(decision.delay)
+            attempt += 1
 
     async def get_runs(
         self, run_ids: Iterable[str], *, concurrency: int | None = None
@@ -736,40 +764,9 @@ class DifyClient:
         return self._url(_protocol.run_path(run_id))
 
     def _url(self, path: str) -> URL:
-        # Relative join onto a base ending in "/": a leading "/" would drop "/v1".
-        return self._base.join(URL(path, encoded=True))
-
-    async def _fetch_run(self, run_id: str) -> WorkflowRun:
-        """Fetch a run, retrying by the client's retry rule."""
-        canonical = _protocol.canonical_run_id(run_id)  # refuses a bad id before any wait
-        path = f"workflows/run/{canonical}"
-        attempt = 0
-        while True:
-            ticket = await self._gate.acquire()
-            try:
-                return (await self._attempt(path, ticket))[0]
-            except DifyError as error:
-                if isinstance(error, RunNotFoundError):
-                    error.run_id = canonical
-                decision = self._rule.decide(
-                    error,
-                    attempt=attempt,
-                    budget=self.retry_budget,
-                    now=self.clock(),
-                    draw=self.random(),
-                )
-                if not decision.retry:
-                    raise
-                logger.info(
-                    "retrying GET %s in %.2f s after %s (retry %d of %d)",
-                    path,
-                    decision.delay,
-                    _describe(error),
-                    attempt + 1,
-                    self.max_retries,
-                )
-            await self.sleep(decision.delay)
-            attempt += 1
+        # Relative to a base ending in "/" (a leading "/" would drop "/v1"); paths are
+        # built from canonical ids, so plain concatenation is the join, and cheaper.
+        return URL(self.base_url + path, encoded=True)
 
     async def _poll_once(
         self, run_id: str, ticket: Ticket, time_limit: float

@@ -117,7 +117,11 @@ class AdaptiveLimiter:
         """Whether one more request may start at ``now``."""
         if self._next_probe is not None and now >= self._next_probe and not self._probing:
             self._probing = True
-        return self.in_flight < self.window and self.start_delay(now) <= 0
+        if self.in_flight >= self.window:
+            return False
+        if self.pace is None and self.rate_limit is None:
+            return True  # the usual case: no pace to keep
+        return self.start_delay(now) <= 0
 
     def _rate(self) -> float | None:
         if self.pace is None:
@@ -295,11 +299,18 @@ class Gate:
         """Requests waiting for their turn."""
         return len(self._queue)
 
-    async def acquire(self) -> Ticket:
-        """Wait for this request's turn; return its ticket (give it back with :meth:`release`)."""
+    def try_acquire(self) -> Ticket | None:
+        """Return a ticket at once if nobody waits and the limit allows one; else None."""
         now = self._clock()
         if not self._queue and self.limiter.may_start(now):
             return Ticket(now, self.limiter.started(now))
+        return None
+
+    async def acquire(self) -> Ticket:
+        """Wait for this request's turn; return its ticket (give it back with :meth:`release`)."""
+        ticket = self.try_acquire()
+        if ticket is not None:
+            return ticket
         future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         self._queue.append(future)
         self._pump()

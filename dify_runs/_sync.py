@@ -314,7 +314,7 @@ class SyncDifyClient:
     ) -> WorkflowRun:
         """Poll a run until it finishes (or pauses), and return its final record.
 
-        Waits on the same run, from any thread, share one polling loop.
+        Waits on the same run, from any thread, share their polls.
 
         Args:
             run_id: The run to wait for.
