@@ -260,10 +260,12 @@ class DifyClient:
         if self._loop is not None:
             self._check_loop()
         self._state = _State.CLOSED
-        await self._scheduler.aclose()
-        await self._gate.aclose()
-        if self._owns_session and self._session is not None:
-            await self._session.close()
+        try:
+            await self._scheduler.aclose()
+            await self._gate.aclose()
+        finally:  # even when this close is cancelled: never leave a session open
+            if self._owns_session and self._session is not None:
+                await self._session.close()
 
     @property
     def closed(self) -> bool:
@@ -678,10 +680,10 @@ class DifyClient:
                 if not (never_sent and decision.retry):
                     raise
                 logger.info("retrying POST %s in %.2f s: could not connect", path, decision.delay)
-                await self.sleep(decision.delay)
-                attempt += 1
             finally:
                 self._gate.release(ticket)
+            await self.sleep(decision.delay)  # holding no slot meanwhile
+            attempt += 1
 
     async def _read_started(self, response: aiohttp.ClientResponse) -> StartedRun:
         status = response.status
@@ -827,7 +829,8 @@ class DifyClient:
         session = self._open()
         timeout = self._client_timeout
         if time_limit is not None:
-            timeout = aiohttp.ClientTimeout(total=max(time_limit, 0.001))
+            # Not rounded up to a whole second (aiohttp does that above 5 s by default).
+            timeout = aiohttp.ClientTimeout(total=max(time_limit, 0.001), ceil_threshold=math.inf)
         # Inline rather than _transport_errors(): this is the hot path.
         try:
             for _ in range(_MAX_REDIRECTS + 1):

@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigurationError
+from ._errors import ClientClosedError, ConfigurationError
 
 __all__ = ["AdaptiveLimiter", "Gate"]
 
@@ -123,6 +123,11 @@ class AdaptiveLimiter:
             return True  # the usual case: no pace to keep
         return self.start_delay(now) <= 0
 
+    @property
+    def last_start(self) -> float:
+        """Clock reading of the last request start."""
+        return self._last_start
+
     def _rate(self) -> float | None:
         if self.pace is None:
             return self.rate_limit
@@ -142,7 +147,13 @@ class AdaptiveLimiter:
         return self.in_flight
 
     def finished(
-        self, now: float, rtt: float | None, *, in_flight: int, overloaded: bool = False
+        self,
+        now: float,
+        rtt: float | None,
+        *,
+        in_flight: int,
+        overloaded: bool = False,
+        answered: bool = True,
     ) -> None:
         """Note that a request ended, and learn from it.
 
@@ -153,10 +164,13 @@ class AdaptiveLimiter:
             in_flight: What :meth:`started` returned for it.
             overloaded: The server said it was overloaded (429, 503) or did not
                 answer in time.
+            answered: False for a slot given back unused: nothing to learn from it.
         """
         busy = max(in_flight, self.in_flight)  # in flight beside it, at its start or its end
         self.in_flight = max(0, self.in_flight - 1)
         alone = in_flight == 1
+        if not answered:
+            return
         self._count(now, overloaded=overloaded)
         if overloaded:
             return
@@ -293,6 +307,8 @@ class Gate:
         self._sleep = sleep
         self._queue: collections.deque[asyncio.Future[Ticket]] = collections.deque()
         self._pacer: asyncio.Task[None] | None = None
+        self._paced_after = -math.inf  # the last start when the pacer was set
+        self._closed = False
 
     @property
     def queued(self) -> int:
@@ -300,7 +316,13 @@ class Gate:
         return len(self._queue)
 
     def try_acquire(self) -> Ticket | None:
-        """Return a ticket at once if nobody waits and the limit allows one; else None."""
+        """Return a ticket at once if nobody waits and the limit allows one; else None.
+
+        Raises:
+            ClientClosedError: The gate was closed (its client is).
+        """
+        if self._closed:
+            raise ClientClosedError("this DifyClient is closed; create a new one")
         now = self._clock()
         if not self._queue and self.limiter.may_start(now):
             return Ticket(now, self.limiter.started(now))
@@ -319,7 +341,7 @@ class Gate:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.give_back(future.result())  # admitted, but its caller is gone
-            else:
+            elif future in self._queue:  # (a release may have popped it meanwhile)
                 self._queue.remove(future)
             raise
 
@@ -344,7 +366,7 @@ class Gate:
         if ticket.spent:
             return
         ticket.spent = True
-        self.limiter.finished(self._clock(), None, in_flight=ticket.in_flight)
+        self.limiter.finished(self._clock(), None, in_flight=ticket.in_flight, answered=False)
         self._pump()
 
     def _pump(self, *, paced: bool = False) -> None:
@@ -352,7 +374,11 @@ class Gate:
             now = self._clock()
             # After the pacer slept the pace's gap, the head goes whatever the clock says
             # (an injected sleep need not move the injected clock).
-            if paced and self.limiter.in_flight < self.limiter.window:
+            if (
+                paced
+                and self.limiter.in_flight < self.limiter.window
+                and self.limiter.last_start == self._paced_after  # nobody started since
+            ):
                 paced = False
             elif not self.limiter.may_start(now):
                 delay = self.limiter.start_delay(now)
@@ -364,7 +390,8 @@ class Gate:
                 future.set_result(Ticket(now, self.limiter.started(now)))
 
     def _pace_in(self, delay: float) -> None:
-        if self._pacer is None or self._pacer.done():
+        if not self._closed and (self._pacer is None or self._pacer.done()):
+            self._paced_after = self.limiter.last_start
             self._pacer = asyncio.get_running_loop().create_task(self._pace(delay))
 
     async def _pace(self, delay: float) -> None:
@@ -373,7 +400,12 @@ class Gate:
         self._pump(paced=True)
 
     async def aclose(self) -> None:
-        """Stop the pacer task, if any."""
+        """Refuse new requests, fail the ones still waiting, and stop the pacer task."""
+        self._closed = True
+        while self._queue:
+            future = self._queue.popleft()
+            if not future.done():
+                future.set_exception(ClientClosedError("the DifyClient was closed"))
         pacer, self._pacer = self._pacer, None
         if pacer is not None and not pacer.done():
             pacer.cancel()

@@ -8,11 +8,12 @@ attached to an *entry*, one per (run, poll policy): 1,000 waits on 10 runs are
   :class:`~dify_runs._limits.Gate` to admit a request, then polls the entry that
   is *then* due earliest (so when demand exceeds what the server takes, polls
   are served earliest-due first: lag grows evenly, nobody starves);
-- the timekeeper ends waits at their deadlines. While polls are in flight it
-  does not sleep: each poll's time limit is cut to its earliest waiter's
-  deadline, and the timekeeper looks again when a poll ends. (So a
-  :class:`~dify_runs.testing.VirtualClock`, which moves only when everything
-  sleeps, never jumps while a request is on the wire.)
+- the timekeeper ends waits at their deadlines. A poll's time limit is cut at
+  its waiters' latest deadline (its answer would serve nobody later); the
+  deadlines such a poll covers are parked until it ends (it ends them), and
+  the timekeeper sleeps only for the others.
+  (So a :class:`~dify_runs.testing.VirtualClock`, which moves only when
+  everything sleeps, does not jump while a lone wait's request is on the wire.)
 
 A poll in flight is a task until its answer arrives (as many as the gate
 admits); nothing else holds a task per run. A failed poll is retried by the
@@ -23,6 +24,7 @@ budget, by rescheduling its entry: there is one retry layer.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import heapq
 import itertools
@@ -32,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import _protocol
-from ._errors import ClientClosedError, DifyError, WaitTimeoutError
+from ._errors import ClientClosedError, DifyError, DifyTimeoutError, WaitTimeoutError
 from ._limits import Gate, Ticket
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
@@ -83,6 +85,7 @@ class _Entry:
     """
 
     __slots__ = (
+        "cut_at",
         "due",
         "failures",
         "last_body",
@@ -106,6 +109,7 @@ class _Entry:
         self.last_body: bytes | None = None
         self.last_error: DifyError | None = None
         self.task: asyncio.Task[None] | None = None
+        self.cut_at: float | None = None  # the poll on the wire ends by then (a deadline)
 
     def __lt__(self, other: _Entry) -> bool:
         return (self.due or 0.0, self.seq) < (other.due or 0.0, other.seq)
@@ -165,6 +169,8 @@ class Scheduler:
         self._poll_wake: asyncio.Future[None] | None = None
         self._deadline_wake: asyncio.Future[None] | None = None
         self._polling: set[asyncio.Task[None]] = set()
+        # Deadlines whose run's poll is on the wire and cut at them: the poll ends them.
+        self._parked: dict[_Entry, list[tuple[float, int, Waiter, _Entry]]] = {}
         self._deadline_pushes = 0
         self._closed = False
 
@@ -224,14 +230,16 @@ class Scheduler:
     def _fail(self, entry: _Entry, error: BaseException) -> None:
         waiters, entry.waiters = entry.waiters, []
         self._drop(entry)
-        for waiter in waiters:
-            waiter.deliver(error, final=True)
+        for number, waiter in enumerate(waiters):
+            # Each waiter raises its own copy: one shared instance would pile up tracebacks.
+            waiter.deliver(error if number == 0 else _copy(error), final=True)
 
     def _drop(self, entry: _Entry) -> None:
         key = (entry.run_id, entry.policy)
         if self._entries.get(key) is entry:
             del self._entries[key]
-        entry.due = None
+        # Its due time stays: it is its place in the heap (skipped there, having no waiter).
+        self._parked.pop(entry, None)
         entry.last_body = entry.last_error = None  # a dead entry may linger in a heap
         task, entry.task = entry.task, None
         if task is not None and task is not asyncio.current_task():
@@ -281,8 +289,11 @@ class Scheduler:
                 wake = self._next_deadline_after(now)
                 until = when if when is None or wake is None or when <= wake else wake
                 self._poll_wake = loop.create_future()
-                if await self._sleep_until(until, self._poll_wake) and until == when:
-                    slept_until = when if when is not None else slept_until
+                if await self._sleep_until(until, self._poll_wake):
+                    if until == when:
+                        slept_until = when if when is not None else slept_until
+                    else:
+                        _wake(self._deadline_wake)  # woke at a deadline: the timekeeper's turn
                 continue
             ticket = await self._gate.acquire()
             now = max(self._clock(), slept_until)
@@ -290,17 +301,24 @@ class Scheduler:
             if entry is None:
                 self._gate.give_back(ticket)
                 continue
-            limit = _earliest(entry)
-            if limit is not None and limit <= now:
+            for waiter in list(entry.waiters):
+                if waiter.deadline is not None and waiter.deadline <= now:
+                    self._expire(waiter, entry)
+            if not entry.waiters:
                 self._gate.give_back(ticket)
-                self._expire_due(entry, now)
                 continue
-            time_limit = self._request_timeout if limit is None else limit - now
+            # Cut the poll only where its answer would serve nobody: at the latest deadline
+            # of its waiters. Earlier ones end at theirs while it goes on for the others.
+            limit = _latest(entry)
+            time_limit = self._request_timeout
+            entry.cut_at = None
+            if limit is not None and limit - now < time_limit:
+                time_limit, entry.cut_at = limit - now, limit
             entry.task = task = loop.create_task(self._poll(entry, ticket, time_limit))
             self._polling.add(task)
             # A poll cancelled before it ran never reached the code that gives its ticket back.
-            task.add_done_callback(functools.partial(self._poll_done, ticket=ticket))
-            _wake(self._deadline_wake)  # the timekeeper stops sleeping while a poll is out
+            task.add_done_callback(functools.partial(self._poll_done, ticket=ticket, entry=entry))
+            _wake(self._deadline_wake)  # the timekeeper parks the deadlines this poll covers
 
     async def _sleep_until(self, when: float | None, wake: asyncio.Future[None]) -> bool:
         """Sleep until ``when`` (forever if None), or until ``wake`` is set.
@@ -323,6 +341,12 @@ class Scheduler:
     async def _poll(self, entry: _Entry, ticket: Ticket, time_limit: float) -> None:
         try:
             record, body = await self._fetch(entry.run_id, ticket, time_limit)
+        except DifyTimeoutError as error:
+            if time_limit < self._request_timeout:
+                self._cut(entry)  # cut at a waiter's deadline: not the server's failure
+            else:
+                self._failed(entry, error)
+            return
         except DifyError as error:
             self._failed(entry, error)
             return
@@ -334,12 +358,28 @@ class Scheduler:
         finally:
             if entry.task is asyncio.current_task():
                 entry.task = None
+            self._unpark(entry)  # before the answer is handled, so the next sleeps see them
         self._got(entry, record, body)
 
-    def _poll_done(self, task: asyncio.Task[None], *, ticket: Ticket) -> None:
+    def _poll_done(self, task: asyncio.Task[None], *, ticket: Ticket, entry: _Entry) -> None:
         self._polling.discard(task)
         self._gate.give_back(ticket)  # a no-op when the poll gave it back itself
+        self._unpark(entry)  # (a poll cancelled before it ran did not)
         _wake(self._deadline_wake)  # the timekeeper looks again after every poll
+
+    def _unpark(self, entry: _Entry) -> None:
+        """Put back the deadlines a poll of ``entry`` covered: it has ended."""
+        for item in self._parked.pop(entry, ()):
+            heapq.heappush(self._deadlines, item)
+
+    def _cut(self, entry: _Entry) -> None:
+        """A poll was cut at its waiters' deadline: end the waits due, poll on for any other."""
+        now = self._clock()
+        for waiter in list(entry.waiters):
+            if waiter.deadline is not None and waiter.deadline <= now:
+                self._expire(waiter, entry)
+        if entry.waiters:
+            self._schedule(entry, now)
 
     def _got(self, entry: _Entry, record: WorkflowRun, body: bytes) -> None:
         entry.last_body = body
@@ -359,8 +399,7 @@ class Scheduler:
         if not entry.waiters:
             self._drop(entry)
             return
-        deadlines = [w.deadline for w in entry.waiters]
-        latest = None if None in deadlines else max(d for d in deadlines if d is not None)
+        latest = _latest(entry)
         rule = self._rule if not self._contacted() else _PERSISTENT
         decision = rule.decide(
             error,
@@ -407,21 +446,27 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             now = self._clock()
-            deferred = []
-            while self._deadlines and self._deadlines[0][0] <= now:
-                item = heapq.heappop(self._deadlines)
-                if item[3].task is None:
-                    self._expire(item[2], item[3])
-                else:  # its poll is cut at this deadline and will say how it ended
-                    deferred.append(item)
-            for item in deferred:
-                heapq.heappush(self._deadlines, item)
-            while self._deadlines and self._deadlines[0][2] not in self._deadlines[0][3].waiters:
-                heapq.heappop(self._deadlines)  # settled or gone before its deadline
-            when = self._deadlines[0][0] if self._deadlines else None
+            heap = self._deadlines
+            while heap:
+                deadline, _, waiter, entry = heap[0]
+                if waiter not in entry.waiters:
+                    heapq.heappop(heap)  # settled or gone before its deadline
+                elif _covered(entry, deadline):
+                    # Its run's poll on the wire is cut by then and will end it: no sleep for
+                    # it (a virtual clock must not jump while that request is out).
+                    self._parked.setdefault(entry, []).append(heapq.heappop(heap))
+                elif deadline <= now:
+                    heapq.heappop(heap)
+                    self._expire(waiter, entry)
+                else:
+                    break
+            when = heap[0][0] if heap else None
             self._deadline_wake = loop.create_future()
-            if self._polling:
-                await self._deadline_wake  # woken when a poll ends or a deadline is added
+            if self._polling and when is not None:
+                # While requests are on the wire, time them on the event loop's own clock:
+                # an injected virtual clock would jump past them (it moves only when all
+                # sleeps), and with the real clock the two agree.
+                await asyncio.wait([self._deadline_wake], timeout=max(0.0, when - now))
             else:
                 await self._sleep_until(when, self._deadline_wake)
 
@@ -433,13 +478,6 @@ class Scheduler:
         if self._deadlines and self._deadlines[0][0] > now:
             return self._deadlines[0][0]
         return None
-
-    def _expire_due(self, entry: _Entry, now: float) -> None:
-        for waiter in list(entry.waiters):
-            if waiter.deadline is not None and waiter.deadline <= now:
-                self._expire(waiter, entry)
-        if entry.waiters:
-            self._schedule(entry, now)
 
     def _expire(self, waiter: Waiter, entry: _Entry) -> None:
         if waiter not in entry.waiters:
@@ -466,6 +504,7 @@ class Scheduler:
         self._dispatcher = self._timekeeper = None
         self._due.clear()
         self._deadlines.clear()
+        self._parked.clear()
 
 
 #: Once the client has had an answer from Dify, a wait retries its polls as
@@ -473,9 +512,24 @@ class Scheduler:
 _PERSISTENT = RetryRule(max_retries=None)
 
 
-def _earliest(entry: _Entry) -> float | None:
-    deadlines = [w.deadline for w in entry.waiters if w.deadline is not None]
-    return min(deadlines) if deadlines else None
+def _copy(error: BaseException) -> BaseException:
+    try:
+        twin = copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied is shared
+        return error
+    twin.__cause__ = error.__cause__
+    return twin
+
+
+def _covered(entry: _Entry, deadline: float) -> bool:
+    """Whether the poll on the wire for ``entry`` ends by ``deadline`` (it is cut by then)."""
+    return entry.task is not None and entry.cut_at is not None and deadline >= entry.cut_at
+
+
+def _latest(entry: _Entry) -> float | None:
+    """The latest deadline of ``entry``'s waiters, or None when one waits without any."""
+    deadlines = [w.deadline for w in entry.waiters]
+    return None if None in deadlines else max(d for d in deadlines if d is not None)
 
 
 def _wake(future: asyncio.Future[None] | None) -> None:

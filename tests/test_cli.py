@@ -400,7 +400,7 @@ def test_demo_summary_is_truthful() -> None:
     """The demo (on a virtual clock) ends as scripted and compares honest request counts."""
     out, err = io.StringIO(), io.StringIO()
     code = asyncio.run(_demo.demo(runs=8, longest=30, out=out, err=err, clock=VirtualClock()))
-    assert code == 0, err.getvalue()
+    assert code == 0, err.getvalue() + out.getvalue()
     text = out.getvalue()
     assert "outcome" in text
     assert "Polling each run every second until it settled would take about" in text

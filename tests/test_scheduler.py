@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import warnings
 from collections.abc import Callable
 
 import pytest
 
 from dify_runs import (
+    ClientClosedError,
     DifyClient,
     DifyConnectionError,
     PollPolicy,
+    RunNotFoundError,
+    RunStatus,
     ServerError,
     WaitTimeoutError,
     WorkflowRun,
@@ -194,3 +199,167 @@ async def test_wait_timeout_carries_the_last_error(vfake: FakeDify, vclient: Dif
     assert isinstance(info.value.last_error, ServerError)
     assert info.value.__cause__ is info.value.last_error
     assert "502" in str(info.value)
+
+
+# --- found in review: each of these failed before its fix --------------------------------
+
+
+async def test_a_dropped_run_does_not_hide_a_new_one(
+    vfake: FakeDify, vclient: DifyClient, vclock: VirtualClock
+) -> None:
+    """A wait cancelled while its run sits in the heap does not delay another run's first poll."""
+    slow = vfake.add_run(duration=10_000)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(vclient.wait_for_run(slow, poll=PollPolicy.fixed(30)), 0.2)
+    done = vfake.add_run(duration=0)
+    start = vclock.now()
+    run = await vclient.wait_for_run(done, timeout=3)
+    assert run.status is RunStatus.SUCCEEDED
+    assert vclock.now() - start < 1.5
+
+
+async def test_cancelling_queued_lookups_together(fake: FakeDify, make_client: MakeClient) -> None:
+    """Two lookups queued at the gate and cancelled at once both end cancelled, nothing held."""
+    fake.inject(Fault.latency(5))
+    client = make_client(fake, max_concurrency=1)
+    first = asyncio.ensure_future(client.get_run(fake.add_run()))
+    second = asyncio.ensure_future(client.get_run(fake.add_run()))
+    while client.limiter.in_flight == 0:
+        await asyncio.sleep(0)
+    first.cancel()
+    second.cancel()
+    for task in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    for _ in range(20):
+        if client.limiter.in_flight == 0:
+            break
+        await asyncio.sleep(0)
+    assert client.limiter.in_flight == 0
+
+
+async def test_closing_fails_lookups_queued_for_their_turn(
+    fake: FakeDify, make_client: MakeClient, vclock: VirtualClock
+) -> None:
+    """close() ends lookups waiting for the pace with ClientClosedError instead of leaving them."""
+    client = make_client(fake, clock=vclock.now, sleep=vclock.sleep, rate_limit=0.001)
+    await client.get_run(fake.add_run())
+    queued = [asyncio.ensure_future(client.get_run(fake.add_run())) for _ in range(2)]
+    await asyncio.sleep(0)
+    await client.close()
+    for task in queued:
+        with pytest.raises(ClientClosedError):
+            await asyncio.wait_for(task, 1)
+
+
+async def test_deadlines_do_not_wait_for_another_runs_poll(
+    fake: FakeDify, make_client: MakeClient
+) -> None:
+    """A wait ends at its deadline while an unrelated slow poll is on the wire, and so does a
+    late joiner with an earlier deadline on that slow run (real time: the slowness is real)."""
+    slow = fake.add_run(duration=100)
+    fake.inject(Fault.latency(1.5), run_id=slow)
+    other = fake.add_run(duration=100)
+    client = make_client(fake)
+    background = asyncio.ensure_future(client.wait_for_run(slow, timeout=None))
+    while client.limiter.in_flight == 0:
+        await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(WaitTimeoutError):
+        await client.wait_for_run(other, timeout=0.3, poll=PollPolicy.fixed(1))
+    assert loop.time() - start == pytest.approx(0.3, abs=0.15)
+    start = loop.time()
+    with pytest.raises(WaitTimeoutError):
+        await client.wait_for_run(slow, timeout=0.3)
+    assert loop.time() - start == pytest.approx(0.3, abs=0.15)
+    background.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await background
+
+
+async def test_a_short_wait_does_not_cut_the_poll_for_a_long_one(
+    fake: FakeDify, make_client: MakeClient
+) -> None:
+    """On one run, a wait with no deadline gets its answer although a 0.5 s wait gave up."""
+    fake.inject(Fault.latency(1.0))
+    client = make_client(fake, max_retries=0)
+    run_id = fake.add_run(duration=0)
+    patient = asyncio.ensure_future(client.wait_for_run(run_id, timeout=None))
+    with pytest.raises(WaitTimeoutError):
+        await client.wait_for_run(run_id, timeout=0.5)
+    assert (await asyncio.wait_for(patient, 5)).status is RunStatus.SUCCEEDED
+    assert fake.count() == 1  # one poll served both
+
+
+def test_the_pace_admits_one_start_at_a_time() -> None:
+    """When a release and the pacer admit at the same moment, rate_limit still holds."""
+
+    async def scenario() -> list[float]:
+        now = [0.0]
+        sleepers: list[asyncio.Future[None]] = []
+
+        async def sleep(_: float) -> None:
+            future = asyncio.get_running_loop().create_future()
+            sleepers.append(future)
+            await future
+
+        gate = Gate(AdaptiveLimiter(rate_limit=1.0), lambda: now[0], sleep)
+        first = await gate.acquire()
+        second = asyncio.ensure_future(gate.acquire())
+        third = asyncio.ensure_future(gate.acquire())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        now[0] = 1.0
+        gate.release(first, rtt=0.5)  # admits the second: its turn has come
+        sleepers[0].set_result(None)  # and the pacer's second ends at the same moment
+        for _ in range(3):
+            await asyncio.sleep(0)
+        starts = [(await second).started]
+        if third.done():
+            starts.append(third.result().started)
+        third.cancel()
+        await gate.aclose()
+        return starts
+
+    assert asyncio.run(scenario()) == [1.0]
+
+
+async def test_a_cancelled_close_still_closes_the_session(
+    fake: FakeDify, make_client: MakeClient
+) -> None:
+    """An outer timeout firing inside close() leaves no session open."""
+    fake.inject(Fault.latency(2))
+    client = make_client(fake)
+    wait = asyncio.ensure_future(client.wait_for_run(fake.add_run(duration=100)))
+    while client.limiter.in_flight == 0:
+        await asyncio.sleep(0)
+    closing = asyncio.ensure_future(client.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await client.close()
+    with pytest.raises(ClientClosedError):
+        await wait
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert not [w for w in caught if "Unclosed" in str(w.message)]
+
+
+async def test_each_waiter_raises_its_own_error(vfake: FakeDify, vclient: DifyClient) -> None:
+    """Waiters on one run that fails get equal errors, not one shared object and traceback."""
+    await vclient.get_run(vfake.add_run())
+    missing = "00000000-0000-4000-8000-000000000000"
+
+    async def one() -> BaseException:
+        try:
+            await vclient.wait_for_run(missing, on_update=lambda _: None)
+        except RunNotFoundError as error:
+            return error
+        raise AssertionError
+
+    errors = await asyncio.gather(*(one() for _ in range(5)))
+    assert len({id(error) for error in errors}) == 5
+    assert {str(error) for error in errors} == {str(errors[0])}

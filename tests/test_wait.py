@@ -291,6 +291,7 @@ async def test_coalesced_waits(vfake: FakeDify, vclient: DifyClient, vclock: Vir
     assert vfake.count() <= 10 * expected_polls(60)
     for run_id in ids:
         assert vfake.count(run_id=run_id) <= expected_polls(60)
+    await vclock.sleep(1)  # polls already on the wire land
     polls = vfake.count()
     await vclock.sleep(600)
     assert vfake.count() == polls  # every poll stopped with its last waiter
@@ -333,6 +334,7 @@ async def test_cancelling_last_waiter_stops_polling(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    await vclock.sleep(1)  # polls already on the wire land
     polls = vfake.count()
     await vclock.sleep(100)
     assert vfake.count() == polls
@@ -349,6 +351,7 @@ async def test_leaving_wait_for_runs_early_stops_every_poll(
         async for result in results:
             assert result.run_id == ids[0]
             break
+    await vclock.sleep(1)  # polls already on the wire land
     polls = vfake.count()
     await vclock.sleep(1000)
     assert vfake.count() == polls
@@ -370,6 +373,7 @@ async def test_cancelling_wait_for_runs(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    await vclock.sleep(1)  # polls already on the wire land
     polls = vfake.count()
     await vclock.sleep(5000)
     assert vfake.count() == polls

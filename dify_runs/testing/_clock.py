@@ -19,11 +19,17 @@ class VirtualClock:
         start: The initial reading, in seconds (e.g. a Unix time).
         settle: Real seconds to let other work (such as a loopback request)
             proceed before time jumps to the next sleeper.
+        turns: Event-loop turns to let pass as well before each jump, so that a
+            chain of wake-ups (a sleeper waking a task that wakes another) runs
+            its course even when the loop is slow and ``settle`` passes in one turn.
     """
 
-    def __init__(self, start: float = 1_800_000_000.0, *, settle: float = 0.0005) -> None:
+    def __init__(
+        self, start: float = 1_800_000_000.0, *, settle: float = 0.0005, turns: int = 8
+    ) -> None:
         self._now = float(start)
         self._settle = settle
+        self._turns = turns
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
         self._driver: asyncio.Task[None] | None = None
@@ -66,6 +72,8 @@ class VirtualClock:
     async def _drive(self) -> None:
         while self._sleepers:
             await asyncio.sleep(self._settle)
+            for _ in range(self._turns):
+                await asyncio.sleep(0)
             while self._sleepers and self._sleepers[0][2].done():  # cancelled sleepers
                 heapq.heappop(self._sleepers)
             if self._sleepers:
