@@ -4,7 +4,8 @@ The data path, one module each: ``_client`` (aiohttp session layer) ->
 ``_protocol`` (pure: status, headers, bytes -> record or error) -> ``_convert``
 (cattrs: JSON -> attrs records in ``_models``). Around it: ``_retry`` (the
 retry rule, pure), ``_limits`` (the adaptive limit), ``_scheduler`` (one poll
-scheduler per client) and ``_wait`` (what each wait asks of it).
+scheduler per client), ``_listen`` (waits that follow a run's event stream) and
+``_wait`` (what each wait asks of it).
 """
 
 from __future__ import annotations

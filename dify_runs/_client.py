@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import (
     AsyncGenerator,
+    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -24,6 +25,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
+import attrs
 from yarl import URL
 
 from . import _protocol, _wait
@@ -41,11 +43,12 @@ from ._errors import (
     format_seconds,
 )
 from ._limits import AdaptiveLimiter, Gate, Ticket
+from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
 from ._models import StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget, RetryRule, is_throttle
-from ._scheduler import Scheduler
-from ._sse import LineDecoder, iter_events
+from ._scheduler import Listener, ListenerFactory, Scheduler
+from ._sse import LineDecoder, ServerSentEvent, iter_events
 from ._wait import OnUpdate, WaitResult
 
 __all__ = ["DifyClient"]
@@ -59,6 +62,8 @@ _Reader = Callable[[aiohttp.ClientResponse], Awaitable[_T]]
 DEFAULT_TIMEOUT = 30.0
 #: Largest response body read, in bytes; larger ones are refused unread.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
+#: Seconds an event stream may stay silent (Dify pings every 10 s) before it counts as dead.
+STREAM_READ_TIMEOUT = 60.0
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -111,7 +116,10 @@ class DifyClient:
             client, or None (the default) to let the adaptive limit decide.
         retry_budget: The retry budget shared by all requests; a fresh
             :class:`RetryBudget` by default.
-        max_body_size: Largest response body read, in bytes.
+        max_body_size: Largest response body read, in bytes (and largest event).
+        max_streams: Most run event streams open at once (each holds a
+            connection to the server for minutes); past it, waits given a
+            ``user`` poll. 0 never listens.
         clock: Monotonic clock in seconds (inject a fake one in tests).
         sleep: Coroutine function that sleeps (inject a fake one in tests).
         random: Source of floats in [0, 1) for jitter (inject in tests).
@@ -132,6 +140,7 @@ class DifyClient:
         rate_limit: float | None = None,
         retry_budget: RetryBudget | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_streams: int = DEFAULT_MAX_STREAMS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
@@ -153,6 +162,8 @@ class DifyClient:
             )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if not isinstance(max_streams, int) or max_streams < 0:
+            raise ConfigurationError(f"max_streams must be an int >= 0, got {max_streams!r}")
         if base_url:
             url, self._base_url_source = base_url, "base_url="
         elif os.environ.get("DIFY_BASE_URL"):
@@ -173,6 +184,8 @@ class DifyClient:
         self.random = random
         self._rule = RetryRule(max_retries=max_retries)
         self._gate = Gate(self.limiter, clock, sleep)
+        self.max_streams = max_streams
+        self._streams = StreamBook(max_streams=max_streams)
         self._contacted = False
         self._scheduler = Scheduler(
             fetch=self._poll_once,
@@ -221,8 +234,9 @@ class DifyClient:
         self._check_loop()
         if self._session is None:
             # aiohttp needs a running loop to build a session, so not in __init__.
+            # Streams get connections of their own, so they never starve the polls.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency + self.max_streams),
                 raise_for_status=False,
             )
         self._state = _State.OPEN
@@ -256,6 +270,7 @@ class DifyClient:
             self._check_loop()
         self._state = _State.CLOSED
         await self._scheduler.aclose()
+        await self._streams.aclose()
         await self._gate.aclose()
         if self._owns_session and self._session is not None:
             await self._session.close()
@@ -329,12 +344,23 @@ class DifyClient:
         return_on_paused: bool = True,
         raise_on_failure: bool = False,
         on_update: OnUpdate | None = None,
+        user: str | None = None,
     ) -> WorkflowRun:
         """Wait until a run finishes (or pauses), and return its final record.
 
         The client's scheduler polls the run; concurrent waits on the same run
         share its polls. Cancelling the wait stops polling; it never stops the
         run.
+
+        Given the ``user`` who started the run, the wait listens to the run's
+        event stream (Dify 1.14 and newer) after a first poll, with a slow
+        safety poll beside it, and ends with the record a poll reads right
+        after the final event: the same record, with less delay and far fewer
+        requests. It polls instead when the server has no such stream, does
+        not know the run for this user, the stream keeps failing, or
+        ``max_streams`` are open. ``on_update`` then also sees a record per
+        finished node (``running``, with ``total_steps`` raised; other fields
+        as last polled).
 
         Args:
             run_id: The run to wait for.
@@ -345,6 +371,8 @@ class DifyClient:
             raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
                 ``stopped`` runs instead of returning them.
             on_update: Called (sync or async) with every record fetched.
+            user: The end user who started the run (``user`` of its start):
+                listen to its event stream instead of polling.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -366,6 +394,7 @@ class DifyClient:
             return_on_paused=return_on_paused,
             raise_on_failure=raise_on_failure,
             on_update=on_update,
+            listen=self._listen_for(user),
         )
 
     def watch_run(
@@ -375,6 +404,7 @@ class DifyClient:
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         poll: PollPolicy | None = None,
         return_on_paused: bool = True,
+        user: str | None = None,
     ) -> AsyncGenerator[WorkflowRun, None]:
         """Yield a run's record each time its status, step count or outputs change.
 
@@ -388,6 +418,8 @@ class DifyClient:
             timeout: Seconds before giving up; None watches without a deadline.
             poll: When to poll.
             return_on_paused: End at a ``paused`` record.
+            user: The end user who started the run: listen to its event stream
+                (see :meth:`wait_for_run`), so each finished node shows.
 
         Returns:
             An async generator: the first record, each changed one, then the final one.
@@ -401,6 +433,7 @@ class DifyClient:
             timeout=timeout,
             poll=poll,
             return_on_paused=return_on_paused,
+            listen=self._listen_for(user),
         )
 
     def wait_for_runs(
@@ -411,6 +444,7 @@ class DifyClient:
         poll: PollPolicy | None = None,
         return_on_paused: bool = True,
         raise_on_failure: bool = False,
+        user: str | None = None,
     ) -> AsyncGenerator[WaitResult, None]:
         """Wait for many runs at once, yielding each result as soon as it is known.
 
@@ -429,6 +463,8 @@ class DifyClient:
             return_on_paused: Treat ``paused`` as final.
             raise_on_failure: Report ``failed`` and ``stopped`` runs as
                 :class:`RunFailedError` results.
+            user: The end user who started the runs: listen to their event
+                streams (up to ``max_streams`` at once; the others poll).
 
         Returns:
             An async generator of one :class:`WaitResult` per run id given, in
@@ -443,6 +479,7 @@ class DifyClient:
             poll=poll,
             return_on_paused=return_on_paused,
             raise_on_failure=raise_on_failure,
+            listen=self._listen_for(user),
         )
 
     def _scheduler_for_use(self) -> Scheduler:
@@ -451,6 +488,112 @@ class DifyClient:
             raise ClientClosedError("this DifyClient is closed; create a new one")
         self._check_loop()
         return self._scheduler
+
+    def _listen_for(self, user: str | None) -> ListenerFactory | None:
+        """The listener factory of a wait given ``user`` (None: the wait polls)."""
+        if user is None:
+            return None
+        if not isinstance(user, str) or not user:
+            raise ConfigurationError(f"user must be a non-empty string or None, got {user!r}")
+
+        def listen(run_id: str, policy: PollPolicy) -> Listener | None:
+            if not self._streams.may_open():
+                return None
+            return RunListener(
+                run_id=run_id,
+                user=user,
+                policy=policy,
+                scheduler=self._scheduler,
+                book=self._streams,
+                open_stream=self._event_stream,
+                rule=self._rule,
+                budget=self.retry_budget,
+                clock=self.clock,
+                sleep=self.sleep,
+                random=self.random,
+            )
+
+        return listen
+
+    @contextlib.asynccontextmanager
+    async def _event_stream(
+        self, run_id: str, user: str, snapshot: bool
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """Open ``GET workflow/{run_id}/events?user=U`` and give its events.
+
+        Connecting takes a ticket from the client's gate like any request; the
+        ticket goes back once the answer's headers arrive, so a stream open for
+        minutes holds a connection (of the streams' own share of the pool) but
+        no slot of the adaptive limit.
+
+        Raises:
+            DifyAPIError: An error answer (the router's 404 has no ``code``).
+            DifyConnectionError: No answer, or the stream broke.
+            UnexpectedResponseError: An answer that is not an event stream.
+        """
+        session = self._open()
+        query = {"user": user}
+        if snapshot:
+            query["include_state_snapshot"] = "true"
+        url = self._url(f"workflow/{run_id}/events").with_query(query)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.request_timeout, sock_read=STREAM_READ_TIMEOUT
+        )
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        ticket = await self._gate.acquire()
+        overloaded = False
+        rtt: float | None = None
+        try:
+            with _transport_errors(self.request_timeout, self._connection_error):
+                response = await session.get(
+                    url, headers=headers, timeout=timeout, allow_redirects=False
+                )
+            rtt = self.clock() - ticket.started
+        except DifyTimeoutError:
+            overloaded = True
+            raise
+        finally:
+            if rtt is None:
+                self._gate.release(ticket, overloaded=overloaded)
+        try:
+            if response.status != 200:
+                body = await self._read_capped(response)
+                error = _protocol.api_error(response.status, response.headers, body)
+                self._gate.release(ticket, overloaded=is_throttle(error))
+                raise error
+            self._gate.release(ticket)
+            if response.content_type != "text/event-stream":
+                raise UnexpectedResponseError(
+                    f"expected an event stream, got {response.content_type or 'no content type'}",
+                    status=response.status,
+                )
+            yield self._events_of(response)
+        finally:
+            self._gate.release(ticket)  # a no-op once given back
+            response.close()
+
+    async def _events_of(self, response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
+        decoder = LineDecoder()
+        pending: list[str] = []
+        size = 0
+        with _transport_errors(STREAM_READ_TIMEOUT, self._connection_error):
+            async for chunk in response.content.iter_any():
+                lines = decoder.feed(chunk)
+                size += len(chunk)
+                pending.extend(lines)
+                if "" not in lines:
+                    if size > self.max_body_size:
+                        raise UnexpectedResponseError(
+                            "an event passed the size limit", status=response.status
+                        )
+                    continue
+                cut = len(pending) - pending[::-1].index("")
+                complete, pending = pending[:cut], pending[cut:]
+                size = sum(len(line) for line in pending)
+                for event in iter_events(complete):
+                    yield event
+        for event in iter_events([*pending, *decoder.close()]):
+            yield event
 
     # -- starting and stopping runs ------------------------------------------------
 
@@ -497,7 +640,8 @@ class DifyClient:
         body: dict[str, Any] = {"inputs": dict(inputs), "user": user, "response_mode": "streaming"}
         if files:
             body["files"] = [dict(item) for item in files]
-        return await self._post(path, body, self._read_started)
+        started = await self._post(path, body, self._read_started)
+        return attrs.evolve(started, user=user)
 
     async def stop_run(self, task_id: str, *, user: str) -> None:
         """Ask Dify to stop a run, by the ``task_id`` from :meth:`start_run`.
@@ -562,6 +706,7 @@ class DifyClient:
             return_on_paused=return_on_paused,
             raise_on_failure=raise_on_failure,
             on_update=on_update,
+            user=started.user,
         )
 
     async def _post(self, path: str, body: dict[str, Any], read: _Reader[_T]) -> _T:

@@ -104,9 +104,12 @@ class StartedRun:
         task_id: The task id: pass it to ``stop_run``.
         workflow_id: The published workflow version that runs, if Dify said.
         created_at: When the run started (UTC), if Dify said.
+        user: The end user it was started for (``user`` of the start); a wait
+            given it listens to the run's event stream.
     """
 
     run_id: str
     task_id: str
     workflow_id: str | None = None
     created_at: datetime | None = None
+    user: str | None = None

@@ -37,7 +37,7 @@ from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
 from ._retry import RetryBudget, RetryRule
 
-__all__ = ["FIRST_POLL_SPREAD", "Scheduler", "Waiter"]
+__all__ = ["FIRST_POLL_SPREAD", "Listener", "Scheduler", "Waiter"]
 
 logger = logging.getLogger("dify_runs")
 
@@ -60,6 +60,29 @@ class Waiter(Protocol):
         """Take a record (``final`` when it ends the wait) or the error that ends it."""
 
 
+class Listener(Protocol):
+    """Something that follows a run by other means than polls (its event stream).
+
+    While an entry has a listener, its polls are slow safety polls: the
+    listener feeds records through :meth:`Scheduler.publish`, asks for a poll
+    with :meth:`Scheduler.poll_soon`, and hands the run back to plain polling
+    with :meth:`Scheduler.unlisten`.
+    """
+
+    def next_delay(self, delay: float) -> float:
+        """The delay before the next poll, given the poll policy's ``delay``."""
+
+    def seen(self, record: WorkflowRun) -> None:
+        """Take the record a poll fetched (after its waiters have)."""
+
+    def close(self) -> None:
+        """Stop listening (the entry is gone)."""
+
+
+#: Makes the listener of a new entry, or returns None to poll.
+ListenerFactory = Callable[[str, PollPolicy], "Listener | None"]
+
+
 def settles(record: WorkflowRun, return_on_paused: bool) -> bool:
     """Whether ``record`` ends a wait: terminal, or paused when paused ends it."""
     return record.status.is_terminal or (return_on_paused and record.status is RunStatus.PAUSED)
@@ -73,6 +96,7 @@ class _Entry:
         "failures",
         "last",
         "last_error",
+        "listener",
         "policy",
         "polls",
         "run_id",
@@ -90,6 +114,7 @@ class _Entry:
         self.last: WorkflowRun | None = None
         self.last_error: DifyError | None = None
         self.task: asyncio.Task[None] | None = None
+        self.listener: Listener | None = None
 
 
 class Scheduler:
@@ -139,6 +164,10 @@ class Scheduler:
         self._poll_wake: asyncio.Future[None] | None = None
         self._deadline_wake: asyncio.Future[None] | None = None
         self._polling: set[asyncio.Task[None]] = set()
+        # Work a listener started (a stream connecting, a poll asked for now): while
+        # any is pending the timekeeper does not sleep, as while polls are in flight.
+        self._holds = 0
+        self._soon: set[_Entry] = set()
         self._deadline_pushes = 0
         self._closed = False
 
@@ -150,7 +179,13 @@ class Scheduler:
         return len(self._entries)
 
     def attach(
-        self, run_id: str, policy: PollPolicy, waiter: Waiter, *, spread: float | None = None
+        self,
+        run_id: str,
+        policy: PollPolicy,
+        waiter: Waiter,
+        *,
+        spread: float | None = None,
+        listen: ListenerFactory | None = None,
     ) -> None:
         """Start feeding ``waiter`` with the records of ``run_id``.
 
@@ -160,6 +195,8 @@ class Scheduler:
             waiter: What to feed.
             spread: Longest random offset of the run's first poll; None spreads
                 only when many polls are already due (a crowd started together).
+            listen: For a new entry, makes the listener that follows the run
+                between slow safety polls (None, or a factory returning None: poll).
         """
         if self._closed:
             raise ClientClosedError("this DifyClient is closed; create a new one")
@@ -175,6 +212,8 @@ class Scheduler:
             # A late joiner sees the latest record at once (it may settle it).
             self._deliver(entry, waiter, entry.last)
         if new:
+            if listen is not None:
+                entry.listener = listen(run_id, policy)
             if spread is None:
                 crowded = len(self._due) >= max(8, 2 * self._gate.limiter.window)
                 spread = min(FIRST_POLL_SPREAD, policy.initial) if crowded else 0.0
@@ -205,10 +244,76 @@ class Scheduler:
         if self._entries.get(key) is entry:
             del self._entries[key]
         entry.due = None
+        self._soon.discard(entry)
         entry.last = entry.last_error = None  # a dead entry may linger in a heap: keep it small
         task, entry.task = entry.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()  # nobody waits for this answer any more
+        listener, entry.listener = entry.listener, None
+        if listener is not None:
+            listener.close()
+
+    # -- listeners' hooks --------------------------------------------------------------
+
+    def publish(self, run_id: str, policy: PollPolicy, record: WorkflowRun) -> None:
+        """Feed a record a listener learned to the run's waiters, as a poll's would be."""
+        entry = self._entries.get((run_id, policy))
+        if entry is None:
+            return
+        entry.last = record
+        for waiter in list(entry.waiters):
+            self._deliver(entry, waiter, record)
+        if not entry.waiters:
+            self._drop(entry)
+
+    def poll_soon(self, run_id: str, policy: PollPolicy, delay: float = 0.0) -> bool:
+        """Poll the run ``delay`` seconds from now, or sooner if already due sooner.
+
+        Returns:
+            False when a poll is in flight (it is left alone: the listener's
+            ``next_delay`` can ask for an early next poll instead) or the run
+            has no entry; True otherwise.
+        """
+        entry = self._entries.get((run_id, policy))
+        if entry is None or entry.task is not None:
+            return False
+        when = self._clock() + delay
+        if entry.due is None or when < entry.due:
+            if delay <= 0:
+                self._soon.add(entry)
+                _wake(self._deadline_wake)
+            self._schedule(entry, when)
+        return True
+
+    def hold(self) -> None:
+        """Note work on the wire outside a poll (a stream connecting); :meth:`unhold` ends it."""
+        self._holds += 1
+        _wake(self._deadline_wake)
+        _wake(self._poll_wake)
+
+    def unhold(self) -> None:
+        """End what :meth:`hold` noted."""
+        self._holds = max(0, self._holds - 1)
+        _wake(self._deadline_wake)
+        _wake(self._poll_wake)
+
+    def defer(self, run_id: str, policy: PollPolicy, delay: float) -> None:
+        """Move the run's next poll to ``delay`` seconds from now, if it was due sooner."""
+        entry = self._entries.get((run_id, policy))
+        if entry is None or entry.due is None:
+            return
+        when = self._clock() + delay
+        if when > entry.due:
+            self._schedule(entry, when)
+
+    def unlisten(self, run_id: str, policy: PollPolicy) -> None:
+        """Hand a run back to plain polling by its policy; the next poll goes out now."""
+        entry = self._entries.get((run_id, policy))
+        if entry is None or entry.listener is None:
+            return
+        entry.listener = None
+        if entry.task is None:
+            self._schedule(entry, self._clock())
 
     # -- the poll heap -----------------------------------------------------------------
 
@@ -231,6 +336,7 @@ class Scheduler:
                 return None
             heapq.heappop(self._due)
             entry.due = None
+            self._soon.discard(entry)
             return entry
         return None
 
@@ -252,6 +358,9 @@ class Scheduler:
             now = max(self._clock(), slept_until)
             if when is None or when > now:
                 self._poll_wake = loop.create_future()
+                if self._holds:  # no sleeping on the clock while a stream connects
+                    await self._poll_wake
+                    continue
                 if await self._sleep_until(when, self._poll_wake):
                     slept_until = when if when is not None else slept_until
                 continue
@@ -323,6 +432,13 @@ class Scheduler:
             return
         delay = entry.policy.delay(entry.polls, self._random())
         entry.polls += 1
+        if entry.listener is not None:
+            entry.listener.seen(record)
+            if not entry.waiters:  # the listener settled them
+                self._drop(entry)
+                return
+            if entry.listener is not None:
+                delay = entry.listener.next_delay(delay)
         self._schedule(entry, self._clock() + delay)
 
     def _failed(self, entry: _Entry, error: DifyError) -> None:
@@ -390,7 +506,7 @@ class Scheduler:
                 heapq.heappop(self._deadlines)  # settled or gone before its deadline
             when = self._deadlines[0][0] if self._deadlines else None
             self._deadline_wake = loop.create_future()
-            if self._polling:
+            if self._polling or self._holds or self._soon:
                 await self._deadline_wake  # woken when a poll ends or a deadline is added
             else:
                 await self._sleep_until(when, self._deadline_wake)

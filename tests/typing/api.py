@@ -75,6 +75,12 @@ async def waits(client: DifyClient) -> None:
     async for update in watch_run(client, "id"):
         steps: int = update.total_steps
         _ = steps
+    run = await client.wait_for_run("id", user="user-123")
+    async for update in client.watch_run("id", user="user-123"):
+        _ = update
+    async with aclosing(client.wait_for_runs(["a"], user="user-123")) as listened:
+        async for result in listened:
+            _ = result
     async with aclosing(wait_for_runs(client, ["a", "b"], timeout=3600)) as results:
         async for result in results:
             item: WaitResult = result
@@ -93,6 +99,9 @@ async def waits(client: DifyClient) -> None:
 
 async def start_and_stop(client: DifyClient) -> None:
     started: StartedRun = await client.start_run(inputs={"query": "x"}, user="user-123")
+    user: str | None = started.user
+    await wait_for_run(client, started.run_id, user=started.user)
+    _ = user
     run: WorkflowRun = await client.run_and_wait(inputs={}, user="u", timeout=600)
     await client.stop_run(started.task_id, user="user-123")
     _ = run
@@ -123,6 +132,7 @@ def blocking(run_id: str) -> None:
         runs: list[WorkflowRun | DifyError] = client.get_runs([run_id], concurrency=4)
         run = client.wait_for_run(run_id, timeout=600, poll=PollPolicy.fixed(2.0))
         run = client.wait_for_run(run_id, on_update=lambda record: None)
+        run = client.wait_for_run(run_id, user="u")
         for result in client.wait_for_runs([run_id], timeout=None):
             item: WaitResult = result
             _ = item
