@@ -517,9 +517,12 @@ class DifyClient:
 
     @contextlib.asynccontextmanager
     async def _event_stream(
-        self, run_id: str, user: str, snapshot: bool
+        self, run_id: str, user: str, snapshot: bool, time_limit: float | None
     ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
         """Open ``GET workflow/{run_id}/events?user=U`` and give its events.
+
+        The answer's headers must come within the request timeout, or within
+        ``time_limit`` (a wait's deadline) when shorter.
 
         Connecting takes a ticket from the client's gate like any request; the
         ticket goes back once the answer's headers arrive, so a stream open for
@@ -536,17 +539,19 @@ class DifyClient:
         if snapshot:
             query["include_state_snapshot"] = "true"
         url = self._url(f"workflow/{run_id}/events").with_query(query)
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.request_timeout, sock_read=STREAM_READ_TIMEOUT
-        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=STREAM_READ_TIMEOUT)
+        limit = self.request_timeout
+        if time_limit is not None:
+            limit = max(0.001, min(limit, time_limit))
         headers = {**self._headers, "Accept": "text/event-stream"}
         ticket = await self._gate.acquire()
         overloaded = False
         rtt: float | None = None
         try:
-            with _transport_errors(self.request_timeout, self._connection_error):
-                response = await session.get(
-                    url, headers=headers, timeout=timeout, allow_redirects=False
+            with _transport_errors(limit, self._connection_error):
+                response = await asyncio.wait_for(
+                    session.get(url, headers=headers, timeout=timeout, allow_redirects=False),
+                    limit,
                 )
             rtt = self.clock() - ticket.started
         except DifyTimeoutError:
@@ -567,12 +572,18 @@ class DifyClient:
                     f"expected an event stream, got {response.content_type or 'no content type'}",
                     status=response.status,
                 )
-            yield self._events_of(response)
+            events = self._events_of(response)
+            try:
+                yield events
+            finally:
+                await events.aclose()
         finally:
             self._gate.release(ticket)  # a no-op once given back
             response.close()
 
-    async def _events_of(self, response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
+    async def _events_of(
+        self, response: aiohttp.ClientResponse
+    ) -> AsyncGenerator[ServerSentEvent, None]:
         decoder = LineDecoder()
         pending: list[str] = []
         size = 0

@@ -70,8 +70,12 @@ HEALTHY_STREAM = 60.0
 #: Streams in a row that fail or end early before the run goes back to polling.
 MAX_STREAM_FAILURES = 3
 
-#: Opens a run's event stream (run id, user, with the state snapshot) and gives its events.
-OpenStream = Callable[[str, str, bool], AbstractAsyncContextManager[AsyncIterator[ServerSentEvent]]]
+#: Opens a run's event stream (run id, user, with the state snapshot, seconds left
+#: before the earliest deadline or None) and gives its events.
+OpenStream = Callable[
+    [str, str, bool, "float | None"],
+    AbstractAsyncContextManager[AsyncIterator[ServerSentEvent]],
+]
 
 
 @attrs.define
@@ -292,7 +296,8 @@ class RunListener:
         self._scheduler.hold()  # the timekeeper waits for the answer, as for a poll
         held = True
         try:
-            async with self._open_stream(self.run_id, self.user, snapshot) as events:
+            time_left = self._scheduler.time_left(self.run_id, self.policy)
+            async with self._open_stream(self.run_id, self.user, snapshot, time_left) as events:
                 self._scheduler.unhold()
                 held = False
                 # Connected: the snapshot re-checks the run, so the safety poll can wait.

@@ -285,6 +285,12 @@ class Scheduler:
             self._schedule(entry, when)
         return True
 
+    def time_left(self, run_id: str, policy: PollPolicy) -> float | None:
+        """Seconds until the earliest deadline of the run's waiters; None for none."""
+        entry = self._entries.get((run_id, policy))
+        limit = None if entry is None else _earliest(entry)
+        return None if limit is None else limit - self._clock()
+
     def hold(self) -> None:
         """Note work on the wire outside a poll (a stream connecting); :meth:`unhold` ends it."""
         self._holds += 1

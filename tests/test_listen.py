@@ -166,9 +166,9 @@ async def test_deadline_of_a_listening_wait(
     stopper = asyncio.get_running_loop().call_soon(fake14.stop, run_id)
     start = vclock.now()
     with pytest.raises(WaitTimeoutError):
-        await client14.wait_for_run(run_id, user=USER, timeout=1000)
+        await client14.wait_for_run(run_id, user=USER, timeout=400)
     stopper.cancel()
-    assert vclock.now() - start == pytest.approx(1000, abs=0.01)
+    assert vclock.now() - start == pytest.approx(400, abs=0.01)
     assert _stream_tasks() == []
 
 
@@ -255,8 +255,9 @@ async def test_a_lost_event_is_caught_by_the_safety_poll(
             fake.add_run(duration=100, user=USER), user=USER, timeout=900
         )
         assert run.status is RunStatus.SUCCEEDED
-        # (the fake's 10 s pings may move the virtual clock while the poll is on the wire)
-        assert vclock.now() - start <= SAFETY_POLL + 10
+        # Well before the deadline (the fake's 10 s pings may move the virtual clock
+        # while the safety poll is on the wire).
+        assert vclock.now() - start <= SAFETY_POLL + 60
 
 
 async def test_user_must_be_a_non_empty_string(fake14: FakeDify, client14: DifyClient) -> None:
