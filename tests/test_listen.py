@@ -183,7 +183,10 @@ async def test_cancelling_closes_the_stream(
     wait.cancel()
     with pytest.raises(asyncio.CancelledError):
         await wait
-    await asyncio.sleep(0.01)
+    leftover = _stream_tasks()
+    if leftover:  # cancelled: give them the time to close their connection
+        await asyncio.wait(leftover, timeout=5)
+    assert all(task.done() for task in leftover)
     assert _stream_tasks() == []
 
 
