@@ -34,7 +34,7 @@ from ._errors import (
     WrongEventLoopError,
 )
 from ._limits import AdaptiveLimiter
-from ._models import RunStatus, StartedRun, WorkflowRun
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import PollPolicy
 from ._retry import RetryBudget
 from ._sync import SyncDifyClient
@@ -66,6 +66,7 @@ __all__ = [
     "RunFailedError",
     "RunNotFoundError",
     "RunStatus",
+    "RunSummary",
     "ServerError",
     "StartedRun",
     "SyncDifyClient",

@@ -21,6 +21,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -44,7 +45,7 @@ from ._errors import (
 )
 from ._limits import AdaptiveLimiter, Gate, Ticket
 from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
-from ._models import StartedRun, WorkflowRun
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget, RetryRule, is_throttle
 from ._scheduler import Listener, ListenerFactory, Scheduler
@@ -332,6 +333,122 @@ class DifyClient:
 
         await gather_all([worker() for _ in range(width)])
         return [result for result in results if result is not None]
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        user: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        keyword: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncGenerator[RunSummary, None]:
+        """List the app's runs, newest first, from its workflow logs (``GET workflows/logs``).
+
+        Pages are fetched as the iteration goes. The listing is stable while
+        new runs arrive: after the first page, later pages only cover rows
+        created up to the first page's newest one, and no run is yielded
+        twice. Dify 1.12 and newer list a run from its start (``running``);
+        1.0.x only once it ended, dated when it ended.
+
+        Example::
+
+            async for summary in client.list_runs(status="failed", created_after=since):
+                print(summary.id, summary.error)
+
+        Args:
+            status: Only runs that ``succeeded``, ``failed`` or were ``stopped``
+                (the only statuses the logs filter on).
+            user: Only runs started for this end user (the ``user`` of the start).
+            created_after: Only runs listed at or after this moment (a naive
+                datetime is UTC). Dify compares whole seconds, both ends inclusive.
+            created_before: Only runs listed at or before this moment.
+            keyword: Only runs whose inputs, outputs or end user contain it.
+            page_size: Rows per request, 1 to 100.
+
+        Returns:
+            An async iterator of :class:`RunSummary`, newest first.
+
+        Raises:
+            ConfigurationError: A filter the logs do not accept (raised here,
+                before anything is sent).
+            AuthenticationError: The API key was refused (when iterating).
+            DifyAPIError: Another error answer, once retries are spent.
+            DifyConnectionError: No answer.
+            UnexpectedResponseError: An answer that is not a page of logs.
+        """
+        query = _protocol.log_query(
+            status=status,
+            user=user,
+            created_after=created_after,
+            created_before=created_before,
+            keyword=keyword,
+            page_size=page_size,
+        )
+        return self._list_runs(query)
+
+    async def _list_runs(self, query: dict[str, str]) -> AsyncGenerator[RunSummary, None]:
+        self._open()
+        seen: set[str] = set()
+        page = 1
+        while True:
+            url = self._url("workflows/logs").with_query({**query, "page": str(page)})
+            result = await self._fetch_page(url)
+            for summary in result.runs:
+                if summary.id not in seen:
+                    seen.add(summary.id)
+                    yield summary
+            if not result.has_more or not result.runs:
+                return
+            if page == 1 and result.newest is not None:
+                # Pin the listing to what existed at the first page: newer rows would
+                # push older ones onto later pages again (they are skipped by id anyway).
+                pinned = datetime.fromtimestamp(result.newest, tz=timezone.utc)
+                query = {**query, "created_at__before": _protocol.log_date(pinned)}
+            page += 1
+
+    async def _fetch_page(self, url: URL) -> _protocol.LogPage:
+        """Fetch one page of the logs, retrying by the client's retry rule.
+
+        A page costs the server about 20 run lookups, so its latency teaches the
+        adaptive limit nothing (it would read as a queue); overload still does.
+        """
+        attempt = 0
+        while True:
+            ticket = await self._gate.acquire()
+            overloaded = False
+            try:
+                status, headers, body = await self._send(url)
+                if 200 <= status < 300:
+                    page = _protocol.parse_log_page(status, headers, body)
+                    self._contacted = True
+                    self.retry_budget.refund()
+                    return page
+                error = _protocol.api_error(status, headers, body)
+                overloaded = is_throttle(error)
+                raise error
+            except DifyError as error:
+                if isinstance(error, DifyTimeoutError):
+                    overloaded = True
+                decision = self._rule.decide(
+                    error,
+                    attempt=attempt,
+                    budget=self.retry_budget,
+                    now=self.clock(),
+                    draw=self.random(),
+                )
+                if not decision.retry:
+                    raise
+                logger.info(
+                    "retrying GET workflows/logs in %.2f s after %s",
+                    decision.delay,
+                    _describe(error),
+                )
+            finally:
+                self._gate.release(ticket, overloaded=overloaded)
+            await self.sleep(decision.delay)
+            attempt += 1
 
     # -- waits ---------------------------------------------------------------------
 

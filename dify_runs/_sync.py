@@ -25,13 +25,14 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ._client import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, DifyClient
 from ._errors import ClientClosedError, DifyError
 from ._listen import DEFAULT_MAX_STREAMS
-from ._models import StartedRun, WorkflowRun
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget
 from ._wait import OnUpdate, WaitResult, wait_for_run, wait_for_runs, watch_run
@@ -440,6 +441,49 @@ class SyncDifyClient:
                 user=user,
             )
         )
+
+    # -- listings ------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        user: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        keyword: str | None = None,
+        page_size: int = 100,
+    ) -> BlockingIterator[RunSummary]:
+        """List the app's runs, newest first, from its workflow logs.
+
+        Pages are fetched as the iteration goes; see :meth:`DifyClient.list_runs`.
+
+        Args:
+            status: Only runs that ``succeeded``, ``failed`` or were ``stopped``.
+            user: Only runs started for this end user.
+            created_after: Only runs listed at or after this moment (naive is UTC).
+            created_before: Only runs listed at or before this moment.
+            keyword: Only runs whose inputs, outputs or end user contain it.
+            page_size: Rows per request, 1 to 100.
+
+        Returns:
+            An iterator of :class:`RunSummary`, newest first; it is also a
+            context manager that closes it. Iterating raises the
+            :class:`DifyError` of a page that failed for good.
+
+        Raises:
+            ConfigurationError: A filter the logs do not accept (nothing is sent).
+            ClientClosedError: The client is closed.
+        """
+        listing = self._client.list_runs(
+            status=status,
+            user=user,
+            created_after=created_after,
+            created_before=created_before,
+            keyword=keyword,
+            page_size=page_size,
+        )
+        return self._iterate(lambda: listing)
 
     # -- starting and stopping runs ------------------------------------------------
 
