@@ -59,11 +59,15 @@ logger = logging.getLogger("dify_runs")
 #: image runs one gevent worker with ``SERVER_WORKER_CONNECTIONS=10`` by
 #: default: a handful of streams already takes a visible share of it.
 DEFAULT_MAX_STREAMS = 4
-#: Seconds between safety polls beside an open stream, at least. Dify closes a
-#: quiet stream after 300 s and the reconnect (with the state snapshot) checks
-#: the run again, so a safety poll is only due when a stream stays open that
-#: long: a lost event delays a wait by at most this, for at most 12 GETs an hour.
-SAFETY_POLL = 300.0
+#: Seconds without a sign of the run (a connect with the state snapshot, which
+#: re-checks it, or an event) after which a safety poll goes out beside the
+#: stream. Dify closes a quiet stream after 300 s and the reconnect re-checks
+#: the run, so with a working server no safety poll is ever due; one comes only
+#: from a stream that stays open and silent (a proxy that swallows events): a
+#: lost event delays a wait by at most this, for at most 10 GETs an hour.
+SAFETY_POLL = 360.0
+#: A sign of the run moves the safety poll at most this often, in seconds.
+_DEFER_EVERY = 30.0
 #: A stream open this long counts as healthy when it ends without a final
 #: event (Dify's idle close): the next one connects at once, with no backoff.
 HEALTHY_STREAM = 60.0
@@ -87,6 +91,7 @@ class StreamBook:
         route_missing: The server answered the events route with its router's
             404 (Dify before 1.14): every wait polls from then on.
         open: Listeners holding a stream slot now.
+        tasks: The stream tasks alive (the client awaits them when it closes).
     """
 
     max_streams: int
@@ -203,6 +208,7 @@ class RunListener:
         self._final: WorkflowRun | None = None
         self._poll_now = False
         self._nodes: set[str] = set()
+        self._deferred = -float("inf")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         book.open += 1
@@ -300,8 +306,8 @@ class RunListener:
             async with self._open_stream(self.run_id, self.user, snapshot, time_left) as events:
                 self._scheduler.unhold()
                 held = False
-                # Connected: the snapshot re-checks the run, so the safety poll can wait.
-                self._scheduler.defer(self.run_id, self.policy, SAFETY_POLL)
+                if snapshot:  # the snapshot re-checks the run: the safety poll can wait
+                    self._postpone_safety_poll()
                 return await self._read(events, replayed)
         finally:
             if held:
@@ -316,6 +322,7 @@ class RunListener:
             if name in {"workflow_finished", "workflow_paused"}:
                 self._ask_for_poll(payload)
                 return True
+            self._postpone_safety_poll()  # the run is alive
             record = self._record
             assert record is not None  # noqa: S101
             folded, replayed = fold_event(record, payload, self._nodes, replayed)
@@ -323,6 +330,12 @@ class RunListener:
                 self._record = folded
                 self._scheduler.publish(self.run_id, self.policy, folded)
         return False
+
+    def _postpone_safety_poll(self) -> None:
+        now = self._clock()
+        if now - self._deferred >= _DEFER_EVERY:
+            self._deferred = now
+            self._scheduler.defer(self.run_id, self.policy, SAFETY_POLL)
 
     def _ask_for_poll(self, payload: dict[str, Any]) -> None:
         """A final event: poll now for the run's full record."""

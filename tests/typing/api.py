@@ -17,6 +17,7 @@ from dify_runs import (
     RunFailedError,
     RunNotFoundError,
     RunStatus,
+    RunSummary,
     StartedRun,
     UnexpectedResponseError,
     WaitResult,
@@ -97,6 +98,18 @@ async def waits(client: DifyClient) -> None:
     _ = run
 
 
+async def listings(client: DifyClient, since: datetime) -> None:
+    async for summary in client.list_runs(status="failed", created_after=since, page_size=50):
+        run_id: str = summary.id
+        status: RunStatus = summary.status
+        user: str | None = summary.user
+        _ = (run_id, status, user)
+    async with aclosing(client.list_runs(user="u", keyword="k")) as listing:
+        async for row in listing:
+            item: RunSummary = row
+            _ = item
+
+
 async def start_and_stop(client: DifyClient) -> None:
     started: StartedRun = await client.start_run(inputs={"query": "x"}, user="user-123")
     user: str | None = started.user
@@ -133,6 +146,11 @@ def blocking(run_id: str) -> None:
         run = client.wait_for_run(run_id, timeout=600, poll=PollPolicy.fixed(2.0))
         run = client.wait_for_run(run_id, on_update=lambda record: None)
         run = client.wait_for_run(run_id, user="u")
+        naive = datetime(2026, 1, 1)  # noqa: DTZ001 - naive datetimes are accepted (UTC)
+        with client.list_runs(status=RunStatus.STOPPED, created_before=naive) as rows:
+            for summary in rows:
+                finished: datetime | None = summary.finished_at
+                _ = finished
         for result in client.wait_for_runs([run_id], timeout=None):
             item: WaitResult = result
             _ = item
