@@ -51,7 +51,9 @@ async def test_listening_wait_on_an_hour_long_run_is_cheap_and_prompt(
     assert run.inputs["q"] == "x"  # the record a GET gives, inputs included
     assert vclock.now() - (start + 3600) <= 0.05
     assert fake14.count(route="events") >= 1
-    assert len(fake14.requests) <= 25  # 12: a poll, a stream per Dify idle close, a poll
+    assert len(fake14.requests) <= 25
+    # The first poll and the final one: with a working stream, no safety poll is due.
+    assert fake14.count(route="get_run") == 2
 
 
 async def test_listening_returns_what_a_get_returns(fake14: FakeDify, client14: DifyClient) -> None:
@@ -110,6 +112,18 @@ async def test_return_on_paused(fake14: FakeDify, client14: DifyClient) -> None:
     assert fake14.count(route="events") == 1
 
 
+async def test_a_pause_before_the_stream_opens_is_seen(
+    fake14: FakeDify, client14: DifyClient, vclock: VirtualClock
+) -> None:
+    """A run that paused before its stream answered: the state snapshot says so at once."""
+    run_id = fake14.add_run(duration=100, user=USER, pause_at=5)
+    fake14.inject(Fault.latency(10), route="events", times=1)
+    start = vclock.now()
+    run = await client14.wait_for_run(run_id, user=USER)
+    assert run.status is RunStatus.PAUSED
+    assert vclock.now() - start < 60  # not at the safety poll
+
+
 async def test_listening_through_a_pause(fake14: FakeDify, client14: DifyClient) -> None:
     """With return_on_paused=False the wait keeps listening until the run ends after resume."""
     run_id = fake14.add_run(duration=100, user=USER, pause_at=40)
@@ -125,6 +139,17 @@ async def test_listening_through_a_pause(fake14: FakeDify, client14: DifyClient)
     assert run.status is RunStatus.SUCCEEDED
     assert fake14.count(route="events") == 2  # with the snapshot until the pause, then plain
     assert fake14.count(route="get_run") == 3  # first, at the pause, at the end
+
+
+async def test_a_paused_run_is_not_reconnected_in_a_loop(
+    fake14: FakeDify, client14: DifyClient
+) -> None:
+    """A run that stays paused (waiting through pauses) gets one plain stream, not a loop."""
+    run_id = fake14.add_run(duration=100, user=USER, pause_at=5)
+    with pytest.raises(WaitTimeoutError):
+        await client14.wait_for_run(run_id, user=USER, return_on_paused=False, timeout=100)
+    assert fake14.count(route="events") == 2  # until the pause, then plain
+    assert fake14.count(route="get_run") == 2  # the first poll, the one at the pause
 
 
 async def test_run_and_wait_listens_with_its_user(fake14: FakeDify, client14: DifyClient) -> None:
@@ -174,18 +199,22 @@ async def test_deadline_of_a_listening_wait(
 async def test_cancelling_closes_the_stream(
     fake14: FakeDify, client14: DifyClient, vclock: VirtualClock
 ) -> None:
-    """Cancelling a listening wait cancels its stream task; nothing is left running."""
+    """Cancelling a listening wait ends its stream task at once; nothing is left running."""
     run_id = fake14.add_run(duration=3600, user=USER)
     wait = asyncio.ensure_future(client14.wait_for_run(run_id, user=USER, timeout=None))
-    while fake14.count(route="events") == 0:
+    while not _stream_tasks() or fake14.count(route="events") == 0:
         await asyncio.sleep(0.001)
+    streams = _stream_tasks()
+    ended: list[float] = []
+    for task in streams:
+        task.add_done_callback(lambda _: ended.append(vclock.now()))
+    cancelled_at = vclock.now()
     wait.cancel()
     with pytest.raises(asyncio.CancelledError):
         await wait
-    leftover = _stream_tasks()
-    if leftover:  # cancelled: give them the time to close their connection
-        await asyncio.wait(leftover, timeout=5)
-    assert all(task.done() for task in leftover)
+    await asyncio.wait(streams, timeout=5)
+    assert len(ended) == len(streams)
+    assert all(at - cancelled_at < 1 for at in ended)  # not at Dify's idle close
     assert _stream_tasks() == []
 
 
@@ -260,6 +289,17 @@ async def test_a_lost_event_is_caught_by_the_safety_poll(
         # Well before the deadline (the fake's 10 s pings may move the virtual clock
         # while the safety poll is on the wire).
         assert vclock.now() - start <= SAFETY_POLL + 60
+
+
+async def test_safety_polls_stay_slow(vclock: VirtualClock, make_client: MakeClient) -> None:
+    """Beside a silent stream, safety polls come SAFETY_POLL apart, not at the poll policy's pace."""
+    async with _SilentStream(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        client = make_client(fake, clock=vclock.now, sleep=vclock.sleep, random=lambda: 0.0)
+        run = await client.wait_for_run(
+            fake.add_run(duration=2000, user=USER), user=USER, timeout=None
+        )
+        assert run.status is RunStatus.SUCCEEDED
+        assert fake.count(route="get_run") <= 2000 / SAFETY_POLL + 2
 
 
 async def test_user_must_be_a_non_empty_string(fake14: FakeDify, client14: DifyClient) -> None:
