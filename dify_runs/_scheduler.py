@@ -44,6 +44,10 @@ logger = logging.getLogger("dify_runs")
 #: Longest random offset of a first poll when many waits start together, in seconds.
 FIRST_POLL_SPREAD = 1.0
 
+#: Real seconds the dispatcher and timekeeper wait for a listener's request
+#: (a stream connecting, a poll it asked for) before sleeping on the clock.
+HOLD_GRACE = 0.25
+
 #: One poll attempt for a run id, holding an admitted ticket (which it gives back),
 #: with a time limit in seconds.
 Fetch = Callable[[str, Ticket, float], Awaitable[WorkflowRun]]
@@ -165,7 +169,8 @@ class Scheduler:
         self._deadline_wake: asyncio.Future[None] | None = None
         self._polling: set[asyncio.Task[None]] = set()
         # Work a listener started (a stream connecting, a poll asked for now): while
-        # any is pending the timekeeper does not sleep, as while polls are in flight.
+        # any is pending, the dispatcher and the timekeeper give it up to
+        # HOLD_GRACE of real time before sleeping on the clock (see _await_holds).
         self._holds = 0
         self._soon: set[_Entry] = set()
         self._deadline_pushes = 0
@@ -364,8 +369,7 @@ class Scheduler:
             now = max(self._clock(), slept_until)
             if when is None or when > now:
                 self._poll_wake = loop.create_future()
-                if self._holds:  # no sleeping on the clock while a stream connects
-                    await self._poll_wake
+                if await self._await_holds(self._poll_wake):
                     continue
                 if await self._sleep_until(when, self._poll_wake):
                     slept_until = when if when is not None else slept_until
@@ -387,6 +391,22 @@ class Scheduler:
             # A poll cancelled before it ran never reached the code that gives its ticket back.
             task.add_done_callback(functools.partial(self._poll_done, ticket=ticket))
             _wake(self._deadline_wake)  # the timekeeper stops sleeping while a poll is out
+
+    async def _await_holds(self, wake: asyncio.Future[None]) -> bool:
+        """While a listener's request is out, wait for ``wake`` up to :data:`HOLD_GRACE`.
+
+        An injected clock (a virtual one) may jump as soon as everything sleeps
+        on it, even with a request on the wire; a short real-time grace keeps
+        it still while a stream connects, and is too short to starve polls or
+        deadlines when a connect is slow.
+
+        Returns:
+            True when ``wake`` was set (look again), False to go on and sleep.
+        """
+        if not (self._holds or self._soon):
+            return False
+        done, _ = await asyncio.wait([wake], timeout=HOLD_GRACE)
+        return bool(done)
 
     async def _sleep_until(self, when: float | None, wake: asyncio.Future[None]) -> bool:
         """Sleep until ``when`` (forever if None), or until ``wake`` is set.
@@ -512,9 +532,9 @@ class Scheduler:
                 heapq.heappop(self._deadlines)  # settled or gone before its deadline
             when = self._deadlines[0][0] if self._deadlines else None
             self._deadline_wake = loop.create_future()
-            if self._polling or self._holds or self._soon:
+            if self._polling:
                 await self._deadline_wake  # woken when a poll ends or a deadline is added
-            else:
+            elif not await self._await_holds(self._deadline_wake):
                 await self._sleep_until(when, self._deadline_wake)
 
     def _expire_due(self, entry: _Entry, now: float) -> None:
