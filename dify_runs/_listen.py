@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ._errors import DifyConnectionError, DifyError, RunNotFoundError
+from ._errors import DifyAPIError, DifyConnectionError, DifyError
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
 from ._protocol import structure_run
@@ -261,14 +261,14 @@ class RunListener:
             started = self._clock()
             try:
                 ended = await self._listen_once()
-            except RunNotFoundError as error:
-                if error.code is None:  # the router's page: no such route on this server
-                    self._book.route_missing = True
-                    self._fall_back("the server has no run event stream")
-                else:
-                    self._fall_back("the event stream does not know this run for this user")
-                return
             except DifyError as error:
+                if isinstance(error, DifyAPIError) and error.status == 404:
+                    if error.code is None:  # the router's page: no such route on this server
+                        self._book.route_missing = True
+                        self._fall_back("the server has no run event stream")
+                    else:
+                        self._fall_back("the event stream does not know this run for this user")
+                    return
                 failure: DifyError = error
             else:
                 if ended:
