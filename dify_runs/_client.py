@@ -641,10 +641,13 @@ class DifyClient:
         The answer's headers must come within the request timeout, or within
         ``time_limit`` (a wait's deadline) when shorter.
 
-        Connecting takes a ticket from the client's gate like any request; the
-        ticket goes back once the answer's headers arrive, so a stream open for
-        minutes holds a connection (of the streams' own share of the pool) but
-        no slot of the adaptive limit.
+        Connecting waits its turn at the client's gate like any request (so the
+        pace after a back-off and ``rate_limit`` apply), but gives its ticket
+        back at once: a stream that connects slowly or stays open for minutes
+        holds a connection (of the streams' own share of the pool, at most
+        ``max_streams``) and no slot of the adaptive limit, which stays the
+        polls'. Its latency teaches the limit nothing (a stream's answer time
+        is not a lookup's).
 
         Raises:
             DifyAPIError: An error answer (the router's 404 has no ``code``).
@@ -661,29 +664,16 @@ class DifyClient:
         if time_limit is not None:
             limit = max(0.001, min(limit, time_limit))
         headers = {**self._headers, "Accept": "text/event-stream"}
-        ticket = await self._gate.acquire()
-        overloaded = False
-        rtt: float | None = None
-        try:
-            with _transport_errors(limit, self._connection_error):
-                response = await asyncio.wait_for(
-                    session.get(url, headers=headers, timeout=timeout, allow_redirects=False),
-                    limit,
-                )
-            rtt = self.clock() - ticket.started
-        except DifyTimeoutError:
-            overloaded = True
-            raise
-        finally:
-            if rtt is None:
-                self._gate.release(ticket, overloaded=overloaded)
+        self._gate.give_back(await self._gate.acquire())
+        with _transport_errors(limit, self._connection_error):
+            response = await asyncio.wait_for(
+                session.get(url, headers=headers, timeout=timeout, allow_redirects=False),
+                limit,
+            )
         try:
             if response.status != 200:
                 body = await self._read_capped(response)
-                error = _protocol.api_error(response.status, response.headers, body)
-                self._gate.release(ticket, overloaded=is_throttle(error))
-                raise error
-            self._gate.release(ticket)
+                raise _protocol.api_error(response.status, response.headers, body)
             if response.content_type != "text/event-stream":
                 raise UnexpectedResponseError(
                     f"expected an event stream, got {response.content_type or 'no content type'}",
@@ -695,7 +685,6 @@ class DifyClient:
             finally:
                 await events.aclose()
         finally:
-            self._gate.release(ticket)  # a no-op once given back
             response.close()
 
     async def _events_of(

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from dify_runs import ConfigurationError, DifyClient, RunStatus, WaitTimeoutError, WorkflowRun
+from dify_runs import (
+    ConfigurationError,
+    DifyClient,
+    PollPolicy,
+    RunStatus,
+    WaitTimeoutError,
+    WorkflowRun,
+)
 from dify_runs._listen import MAX_STREAM_FAILURES, SAFETY_POLL
 from dify_runs.testing import FakeDify, Fault, VirtualClock
 
@@ -300,6 +308,26 @@ async def test_safety_polls_stay_slow(vclock: VirtualClock, make_client: MakeCli
         )
         assert run.status is RunStatus.SUCCEEDED
         assert fake.count(route="get_run") <= 2000 / SAFETY_POLL + 2
+
+
+async def test_a_stalled_stream_does_not_hold_up_other_waits(make_client: MakeClient) -> None:
+    """A stream whose answer never comes delays the polls of other waits by a moment at most.
+
+    On the real clock: a virtual one would jump to the stall's end while the
+    scheduler gives the stalled connect its grace.
+    """
+    async with FakeDify(version="1.14.2") as fake:
+        client = make_client(fake, random=lambda: 0.0)
+        fake.inject(Fault.stall(3600), route="events")
+        listening = asyncio.ensure_future(
+            client.wait_for_run(fake.add_run(duration=60, user=USER), user=USER)
+        )
+        start = time.monotonic()
+        run = await client.wait_for_run(fake.add_run(duration=0.3), poll=PollPolicy.fixed(0.1))
+        assert run.status is RunStatus.SUCCEEDED
+        assert time.monotonic() - start < 1.5  # not the 30 s the stalled connect may take
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
 
 
 async def test_user_must_be_a_non_empty_string(fake14: FakeDify, client14: DifyClient) -> None:
