@@ -222,7 +222,7 @@ async def test_cancelling_closes_the_stream(
         await wait
     await asyncio.wait(streams, timeout=5)
     assert len(ended) == len(streams)
-    assert all(at - cancelled_at < 1 for at in ended)  # not at Dify's idle close
+    assert all(at - cancelled_at < 30 for at in ended)  # not at Dify's idle close (300 s)
     assert _stream_tasks() == []
 
 
