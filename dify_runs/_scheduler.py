@@ -45,8 +45,10 @@ logger = logging.getLogger("dify_runs")
 FIRST_POLL_SPREAD = 1.0
 
 #: Real seconds the dispatcher and timekeeper wait for a listener's request
-#: (a stream connecting, a poll it asked for) before sleeping on the clock.
-HOLD_GRACE = 0.25
+#: (a stream connecting, a poll it asked for) before sleeping on the clock: a
+#: loopback connect under load fits in it, and a stalled one delays other polls
+#: by at most about the poll policy's first interval.
+HOLD_GRACE = 1.0
 
 #: One poll attempt for a run id, holding an admitted ticket (which it gives back),
 #: with a time limit in seconds.

@@ -325,7 +325,7 @@ async def test_a_stalled_stream_does_not_hold_up_other_waits(make_client: MakeCl
         start = time.monotonic()
         run = await client.wait_for_run(fake.add_run(duration=0.3), poll=PollPolicy.fixed(0.1))
         assert run.status is RunStatus.SUCCEEDED
-        assert time.monotonic() - start < 1.5  # not the 30 s the stalled connect may take
+        assert time.monotonic() - start < 3  # HOLD_GRACE at most, not the stalled connect's 30 s
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
 
