@@ -21,6 +21,11 @@ PROPERTY_TESTS = [
 ]
 # Every code example of the docs, each in a fresh interpreter: once per CI run, in `docs`.
 DOCS_EXAMPLES = "tests/test_docs.py"
+# Slow checks whose subject does not change with the Python version: once per CI run, in `fuzz`.
+ONCE = [
+    "tests/test_benchmarks.py",  # the benchmark scripts still run (a quick pass)
+    "tests/test_reliability.py::test_fault_matrix[ample]",  # the default budget runs everywhere
+]
 
 
 @nox.session(python=PYTHONS)
@@ -29,7 +34,10 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[tests]")
     session.env["COVERAGE_FILE"] = f".coverage.{session.python}"
     session.run("coverage", "erase")
-    options = session.posargs or [f"--ignore={DOCS_EXAMPLES}"]
+    options = session.posargs or [
+        f"--ignore={DOCS_EXAMPLES}",
+        *(f"--deselect={test}" for test in ONCE),
+    ]
     session.run("coverage", "run", "-m", "pytest", *options)
     session.run("coverage", "combine")
     session.run("coverage", "report")
@@ -37,10 +45,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def fuzz(session: nox.Session) -> None:
-    """Run every property test with 2,000 examples each: once per CI run, not per Python."""
+    """Run every property test with 2,000 examples each, and the ONCE tests: once per CI run."""
     session.install("-e", ".[tests]")
     session.env["DIFY_RUNS_FUZZ"] = "ci"
     session.run("pytest", "-q", "--timeout=600", *PROPERTY_TESTS, *session.posargs)
+    session.run("pytest", "-q", *ONCE)
 
 
 @nox.session(python="3.11")

@@ -4,7 +4,8 @@ The data path, one module each: ``_client`` (aiohttp session layer) ->
 ``_protocol`` (pure: status, headers, bytes -> record or error) -> ``_convert``
 (cattrs: JSON -> attrs records in ``_models``). Around it: ``_retry`` (the
 retry rule, pure), ``_limits`` (the adaptive limit), ``_scheduler`` (one poll
-scheduler per client) and ``_wait`` (what each wait asks of it).
+scheduler per client), ``_listen`` (waits that follow a run's event stream) and
+``_wait`` (what each wait asks of it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ._errors import (
     WrongEventLoopError,
 )
 from ._limits import AdaptiveLimiter
-from ._models import RunStatus, StartedRun, WorkflowRun
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import PollPolicy
 from ._retry import RetryBudget
 from ._sync import SyncDifyClient
@@ -65,6 +66,7 @@ __all__ = [
     "RunFailedError",
     "RunNotFoundError",
     "RunStatus",
+    "RunSummary",
     "ServerError",
     "StartedRun",
     "SyncDifyClient",

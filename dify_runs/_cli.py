@@ -1,4 +1,4 @@
-"""The ``dify-runs`` command: get, wait, run, simulate and demo."""
+"""The ``dify-runs`` command: get, wait, run, list, simulate and demo."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn
 
 from . import __version__, _protocol
@@ -24,9 +26,10 @@ from ._console import (
     say,
     wait_all,
 )
+from ._convert import converter
 from ._demo import demo
 from ._errors import ConfigurationError, DifyError
-from ._models import StartedRun, WorkflowRun
+from ._models import RunSummary, StartedRun, WorkflowRun
 from ._wait import DEFAULT_WAIT_TIMEOUT, wait_for_run
 
 EPILOG = """\
@@ -79,6 +82,20 @@ _seconds = _number(float, low=0, strict=False)
 _positive_seconds = _number(float, low=0, strict=True)
 _count = _number(int, low=0, strict=False)
 _port = _number(int, low=0, strict=False)
+_page_size = _number(int, low=1, strict=False)
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def _age(text: str) -> timedelta:
+    """An argparse type: an age such as ``30m``, ``1h`` or ``2d`` (also ``45s``)."""
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a number and a unit (s, m, h or d), such as 30m, 1h or 2d; got {text!r}"
+        )
+    return timedelta(seconds=float(match[1]) * _AGE_UNITS[match[2]])
 
 
 def _build_parser() -> _Parser:
@@ -166,6 +183,36 @@ def _build_parser() -> _Parser:
         default=DEFAULT_WAIT_TIMEOUT,
         metavar="S",
         help="with --wait, give up after S seconds (default: %(default)s)",
+    )
+
+    listing = command("list", "print the app's runs, newest first, as JSON lines")
+    listing.add_argument(
+        "--status",
+        choices=("succeeded", "failed", "stopped"),
+        default=None,
+        help="only runs with this status (default: any)",
+    )
+    listing.add_argument(
+        "--since",
+        type=_age,
+        default=None,
+        metavar="AGE",
+        help="only runs listed within AGE, such as 30m, 1h or 2d (default: any time)",
+    )
+    listing.add_argument(
+        "--user", default=None, help="only runs started for this end user (default: any)"
+    )
+    listing.add_argument(
+        "--keyword",
+        default=None,
+        help="only runs whose inputs, outputs or end user contain it (default: none)",
+    )
+    listing.add_argument(
+        "--page-size",
+        type=_page_size,
+        default=100,
+        metavar="N",
+        help="rows per request, 1 to 100 (default: %(default)s)",
     )
 
     simulate = command("simulate", "serve the embedded Dify simulator", server=False)
@@ -304,6 +351,29 @@ async def _run(args: argparse.Namespace) -> int:
     return exit_code([run.status.value], [])
 
 
+def _summary_json(summary: RunSummary) -> str:
+    payload = converter.unstructure(summary)
+    for name in ("created_at", "finished_at"):
+        moment = getattr(summary, name)
+        payload[name] = None if moment is None else moment.isoformat()
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
+
+
+async def _list(args: argparse.Namespace) -> int:
+    since = None if args.since is None else datetime.now(timezone.utc) - args.since
+    async with _client(args) as client:
+        listing = client.list_runs(
+            status=args.status,
+            user=args.user,
+            keyword=args.keyword,
+            created_after=since,
+            page_size=args.page_size,
+        )
+        async for summary in listing:
+            say(sys.stdout, _summary_json(summary))
+    return EXIT_OK
+
+
 async def _simulate(args: argparse.Namespace) -> int:
     from .testing import DEFAULT_API_KEY, FakeDify  # noqa: PLC0415 - only this command needs it
 
@@ -339,6 +409,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _wait(args)
     if args.command == "run":
         return await _run(args)
+    if args.command == "list":
+        return await _list(args)
     if args.command == "simulate":
         return await _simulate(args)
     return await demo(

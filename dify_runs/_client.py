@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import (
     AsyncGenerator,
+    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
@@ -21,10 +22,12 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
+import attrs
 from yarl import URL
 
 from . import _protocol, _wait
@@ -43,11 +46,12 @@ from ._errors import (
     format_seconds,
 )
 from ._limits import AdaptiveLimiter, Gate, Ticket
-from ._models import StartedRun, WorkflowRun
+from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget, RetryRule, is_throttle
-from ._scheduler import Scheduler
-from ._sse import LineDecoder, iter_events
+from ._scheduler import Listener, ListenerFactory, Scheduler
+from ._sse import LineDecoder, ServerSentEvent, iter_events
 from ._wait import OnUpdate, WaitResult
 
 __all__ = ["DifyClient"]
@@ -61,6 +65,8 @@ _Reader = Callable[[aiohttp.ClientResponse], Awaitable[_T]]
 DEFAULT_TIMEOUT = 30.0
 #: Largest response body read, in bytes; larger ones are refused unread.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
+#: Seconds an event stream may stay silent (Dify pings every 10 s) before it counts as dead.
+STREAM_READ_TIMEOUT = 60.0
 _MAX_REDIRECTS = 3
 #: Seconds an app's input form is trusted before it is read again.
 _FORM_TTL = 60.0
@@ -115,7 +121,10 @@ class DifyClient:
             client, or None (the default) to let the adaptive limit decide.
         retry_budget: The retry budget shared by all requests; a fresh
             :class:`RetryBudget` by default.
-        max_body_size: Largest response body read, in bytes.
+        max_body_size: Largest response body read, in bytes (and largest event).
+        max_streams: Most run event streams open at once (each holds a
+            connection to the server for minutes); past it, waits given a
+            ``user`` poll. 0 never listens.
         clock: Monotonic clock in seconds (inject a fake one in tests).
         sleep: Coroutine function that sleeps (inject a fake one in tests).
         random: Source of floats in [0, 1) for jitter (inject in tests).
@@ -136,6 +145,7 @@ class DifyClient:
         rate_limit: float | None = None,
         retry_budget: RetryBudget | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_streams: int = DEFAULT_MAX_STREAMS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
@@ -157,6 +167,8 @@ class DifyClient:
             )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if not isinstance(max_streams, int) or max_streams < 0:
+            raise ConfigurationError(f"max_streams must be an int >= 0, got {max_streams!r}")
         if base_url:
             url, self._base_url_source = base_url, "base_url="
         elif os.environ.get("DIFY_BASE_URL"):
@@ -177,6 +189,8 @@ class DifyClient:
         self.random = random
         self._rule = RetryRule(max_retries=max_retries)
         self._gate = Gate(self.limiter, clock, sleep)
+        self.max_streams = max_streams
+        self._streams = StreamBook(max_streams=max_streams)
         self._contacted = False
         self._input_form: tuple[float, tuple[str, ...]] | None = None
         self._scheduler = Scheduler(
@@ -226,8 +240,9 @@ class DifyClient:
         self._check_loop()
         if self._session is None:
             # aiohttp needs a running loop to build a session, so not in __init__.
+            # Streams get connections of their own, so they never starve the polls.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency + self.max_streams),
                 raise_for_status=False,
             )
         self._state = _State.OPEN
@@ -262,6 +277,7 @@ class DifyClient:
         self._state = _State.CLOSED
         try:
             await self._scheduler.aclose()
+            await self._streams.aclose()
             await self._gate.aclose()
         finally:  # even when this close is cancelled: never leave a session open
             if self._owns_session and self._session is not None:
@@ -353,6 +369,122 @@ class DifyClient:
         await gather_all([worker() for _ in range(width)])
         return [result for result in results if result is not None]
 
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        user: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        keyword: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncGenerator[RunSummary, None]:
+        """List the app's runs, newest first, from its workflow logs (``GET workflows/logs``).
+
+        Pages are fetched as the iteration goes. The listing is stable while
+        new runs arrive: after the first page, later pages only cover rows
+        created up to the first page's newest one, and no run is yielded
+        twice. Dify 1.12 and newer list a run from its start (``running``);
+        1.0.x only once it ended, dated when it ended.
+
+        Example::
+
+            async for summary in client.list_runs(status="failed", created_after=since):
+                print(summary.id, summary.error)
+
+        Args:
+            status: Only runs that ``succeeded``, ``failed`` or were ``stopped``
+                (the only statuses the logs filter on).
+            user: Only runs started for this end user (the ``user`` of the start).
+            created_after: Only runs listed at or after this moment (a naive
+                datetime is UTC). Dify compares whole seconds, both ends inclusive.
+            created_before: Only runs listed at or before this moment.
+            keyword: Only runs whose inputs, outputs or end user contain it.
+            page_size: Rows per request, 1 to 100.
+
+        Returns:
+            An async iterator of :class:`RunSummary`, newest first.
+
+        Raises:
+            ConfigurationError: A filter the logs do not accept (raised here,
+                before anything is sent).
+            AuthenticationError: The API key was refused (when iterating).
+            DifyAPIError: Another error answer, once retries are spent.
+            DifyConnectionError: No answer.
+            UnexpectedResponseError: An answer that is not a page of logs.
+        """
+        query = _protocol.log_query(
+            status=status,
+            user=user,
+            created_after=created_after,
+            created_before=created_before,
+            keyword=keyword,
+            page_size=page_size,
+        )
+        return self._list_runs(query)
+
+    async def _list_runs(self, query: dict[str, str]) -> AsyncGenerator[RunSummary, None]:
+        self._open()
+        seen: set[str] = set()
+        page = 1
+        while True:
+            url = self._url("workflows/logs").with_query({**query, "page": str(page)})
+            result = await self._fetch_page(url)
+            for summary in result.runs:
+                if summary.id not in seen:
+                    seen.add(summary.id)
+                    yield summary
+            if not result.has_more or not result.runs:
+                return
+            if page == 1 and result.newest is not None:
+                # Pin the listing to what existed at the first page: newer rows would
+                # push older ones onto later pages again (they are skipped by id anyway).
+                pinned = datetime.fromtimestamp(result.newest, tz=timezone.utc)
+                query = {**query, "created_at__before": _protocol.log_date(pinned)}
+            page += 1
+
+    async def _fetch_page(self, url: URL) -> _protocol.LogPage:
+        """Fetch one page of the logs, retrying by the client's retry rule.
+
+        A page costs the server about 20 run lookups, so its latency teaches the
+        adaptive limit nothing (it would read as a queue); overload still does.
+        """
+        attempt = 0
+        while True:
+            ticket = await self._gate.acquire()
+            overloaded = False
+            try:
+                status, headers, body = await self._send(url)
+                if 200 <= status < 300:
+                    page = _protocol.parse_log_page(status, headers, body)
+                    self._contacted = True
+                    self.retry_budget.refund()
+                    return page
+                error = _protocol.api_error(status, headers, body)
+                overloaded = is_throttle(error)
+                raise error
+            except DifyError as error:
+                if isinstance(error, DifyTimeoutError):
+                    overloaded = True
+                decision = self._rule.decide(
+                    error,
+                    attempt=attempt,
+                    budget=self.retry_budget,
+                    now=self.clock(),
+                    draw=self.random(),
+                )
+                if not decision.retry:
+                    raise
+                logger.info(
+                    "retrying GET workflows/logs in %.2f s after %s",
+                    decision.delay,
+                    _describe(error),
+                )
+            finally:
+                self._gate.release(ticket, overloaded=overloaded)
+            await self.sleep(decision.delay)
+            attempt += 1
+
     # -- waits ---------------------------------------------------------------------
 
     def wait_for_run(
@@ -364,12 +496,23 @@ class DifyClient:
         return_on_paused: bool = True,
         raise_on_failure: bool = False,
         on_update: OnUpdate | None = None,
+        user: str | None = None,
     ) -> Coroutine[Any, Any, WorkflowRun]:
         """Wait until a run finishes (or pauses), and return its final record: ``await`` it.
 
         The client's scheduler polls the run; concurrent waits on the same run
         share its polls. Cancelling the wait stops polling; it never stops the
         run.
+
+        Given the ``user`` who started the run, the wait listens to the run's
+        event stream (Dify 1.14 and newer) after a first poll, with a slow
+        safety poll beside it, and ends with the record a poll reads right
+        after the final event: the same record, with less delay and far fewer
+        requests. It polls instead when the server has no such stream, does
+        not know the run for this user, the stream keeps failing, or
+        ``max_streams`` are open. ``on_update`` then also sees a record per
+        finished node (``running``, with ``total_steps`` raised; other fields
+        as last polled).
 
         Args:
             run_id: The run to wait for.
@@ -380,6 +523,8 @@ class DifyClient:
             raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
                 ``stopped`` runs instead of returning them.
             on_update (OnUpdate | None): Called (sync or async) with every record fetched.
+            user: The end user who started the run (``user`` of its start):
+                listen to its event stream instead of polling.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -402,6 +547,7 @@ class DifyClient:
             return_on_paused=return_on_paused,
             raise_on_failure=raise_on_failure,
             on_update=on_update,
+            listen=self._listen_for(user),
         )
 
     def watch_run(
@@ -411,6 +557,7 @@ class DifyClient:
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         poll: PollPolicy | None = None,
         return_on_paused: bool = True,
+        user: str | None = None,
     ) -> AsyncGenerator[WorkflowRun, None]:
         """Yield a run's record each time its status, step count or outputs change.
 
@@ -424,6 +571,8 @@ class DifyClient:
             timeout: Seconds before giving up; None watches without a deadline.
             poll: When to poll.
             return_on_paused: End at a ``paused`` record.
+            user: The end user who started the run: listen to its event stream
+                (see :meth:`wait_for_run`), so each finished node shows.
 
         Returns:
             An async generator: the first record, each changed one, then the final one.
@@ -437,6 +586,7 @@ class DifyClient:
             timeout=timeout,
             poll=poll,
             return_on_paused=return_on_paused,
+            listen=self._listen_for(user),
         )
 
     def wait_for_runs(
@@ -447,6 +597,7 @@ class DifyClient:
         poll: PollPolicy | None = None,
         return_on_paused: bool = True,
         raise_on_failure: bool = False,
+        user: str | None = None,
     ) -> AsyncGenerator[WaitResult, None]:
         """Wait for many runs at once, yielding each result as soon as it is known.
 
@@ -465,6 +616,8 @@ class DifyClient:
             return_on_paused: Treat ``paused`` as final.
             raise_on_failure: Report ``failed`` and ``stopped`` runs as
                 :class:`RunFailedError` results.
+            user: The end user who started the runs: listen to their event
+                streams (up to ``max_streams`` at once; the others poll).
 
         Returns:
             An async generator of one :class:`WaitResult` per run id given, in
@@ -479,6 +632,7 @@ class DifyClient:
             poll=poll,
             return_on_paused=return_on_paused,
             raise_on_failure=raise_on_failure,
+            listen=self._listen_for(user),
         )
 
     def _scheduler_for_use(self) -> Scheduler:
@@ -487,6 +641,112 @@ class DifyClient:
             raise ClientClosedError("this DifyClient is closed; create a new one")
         self._check_loop()
         return self._scheduler
+
+    def _listen_for(self, user: str | None) -> ListenerFactory | None:
+        """The listener factory of a wait given ``user`` (None: the wait polls)."""
+        if user is None:
+            return None
+        if not isinstance(user, str) or not user:
+            raise ConfigurationError(f"user must be a non-empty string or None, got {user!r}")
+
+        def listen(run_id: str, policy: PollPolicy) -> Listener | None:
+            if not self._streams.may_open():
+                return None
+            return RunListener(
+                run_id=run_id,
+                user=user,
+                policy=policy,
+                scheduler=self._scheduler,
+                book=self._streams,
+                open_stream=self._event_stream,
+                rule=self._rule,
+                budget=self.retry_budget,
+                clock=self.clock,
+                sleep=self.sleep,
+                random=self.random,
+            )
+
+        return listen
+
+    @contextlib.asynccontextmanager
+    async def _event_stream(
+        self, run_id: str, user: str, snapshot: bool, time_limit: float | None
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """Open ``GET workflow/{run_id}/events?user=U`` and give its events.
+
+        The answer's headers must come within the request timeout, or within
+        ``time_limit`` (a wait's deadline) when shorter.
+
+        Connecting waits its turn at the client's gate like any request (so the
+        pace after a back-off and ``rate_limit`` apply), but gives its ticket
+        back at once: a stream that connects slowly or stays open for minutes
+        holds a connection (of the streams' own share of the pool, at most
+        ``max_streams``) and no slot of the adaptive limit, which stays the
+        polls'. Its latency teaches the limit nothing (a stream's answer time
+        is not a lookup's).
+
+        Raises:
+            DifyAPIError: An error answer (the router's 404 has no ``code``).
+            DifyConnectionError: No answer, or the stream broke.
+            UnexpectedResponseError: An answer that is not an event stream.
+        """
+        session = self._open()
+        query = {"user": user}
+        if snapshot:
+            query["include_state_snapshot"] = "true"
+        url = self._url(f"workflow/{run_id}/events").with_query(query)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=STREAM_READ_TIMEOUT)
+        limit = self.request_timeout
+        if time_limit is not None:
+            limit = max(0.001, min(limit, time_limit))
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        self._gate.give_back(await self._gate.acquire())
+        with _transport_errors(limit, self._connection_error):
+            response = await asyncio.wait_for(
+                session.get(url, headers=headers, timeout=timeout, allow_redirects=False),
+                limit,
+            )
+        try:
+            if response.status != 200:
+                body = await self._read_capped(response)
+                raise _protocol.api_error(response.status, response.headers, body)
+            if response.content_type != "text/event-stream":
+                raise UnexpectedResponseError(
+                    f"expected an event stream, got {response.content_type or 'no content type'}",
+                    status=response.status,
+                )
+            events = self._events_of(response)
+            try:
+                yield events
+            finally:
+                await events.aclose()
+        finally:
+            response.close()
+
+    async def _events_of(
+        self, response: aiohttp.ClientResponse
+    ) -> AsyncGenerator[ServerSentEvent, None]:
+        decoder = LineDecoder()
+        pending: list[str] = []
+        size = 0
+        with _transport_errors(STREAM_READ_TIMEOUT, self._connection_error):
+            async for chunk in response.content.iter_any():
+                lines = decoder.feed(chunk)
+                size += len(chunk)
+                pending.extend(lines)
+                if "" not in lines:
+                    if size > self.max_body_size:
+                        raise UnexpectedResponseError(
+                            "an event passed the size limit", status=response.status
+                        )
+                    continue
+                cut = len(pending) - pending[::-1].index("")
+                complete, pending = pending[:cut], pending[cut:]
+                size = sum(len(line) for line in pending)
+                for event in iter_events(complete):
+                    yield event
+        for event in iter_events([*pending, *decoder.close()]):
+            yield event
 
     # -- starting and stopping runs ------------------------------------------------
 
@@ -534,7 +794,8 @@ class DifyClient:
         body: dict[str, Any] = {"inputs": dict(inputs), "user": user, "response_mode": "streaming"}
         if files:
             body["files"] = [dict(item) for item in files]
-        return await self._post(path, body, self._read_started)
+        started = await self._post(path, body, self._read_started)
+        return attrs.evolve(started, user=user)
 
     async def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
         """Refuse a run whose required inputs are missing, as Dify's blocking mode would.
@@ -646,6 +907,7 @@ class DifyClient:
             return_on_paused=return_on_paused,
             raise_on_failure=raise_on_failure,
             on_update=on_update,
+            user=started.user,
         )
 
     async def _post(self, path: str, body: dict[str, Any], read: _Reader[_T]) -> _T:

@@ -27,7 +27,7 @@ import cattrs
 import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._models import RunStatus, StartedRun, WorkflowRun
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 
 __all__ = ["converter", "make_converter"]
 
@@ -110,12 +110,32 @@ def _or_zero(hook: Any, zero: Any) -> Any:
     return structure
 
 
+def _flatten_log_row(row: Any) -> Any:
+    """A workflow-log row as the flat mapping :class:`RunSummary` is read from.
+
+    The run's fields come from ``workflow_run``; ``user`` from
+    ``created_by_end_user.session_id``; ``log_id`` from the row's ``id``.
+    Anything that is not the expected shape is passed on for the class hook
+    to refuse with a field path.
+    """
+    if not isinstance(row, dict):
+        return row
+    run = row.get("workflow_run")
+    flat: dict[str, Any] = dict(run) if isinstance(run, dict) else {}
+    end_user = row.get("created_by_end_user")
+    if isinstance(end_user, dict):
+        flat["user"] = end_user.get("session_id")
+    flat["log_id"] = row.get("id")
+    return flat
+
+
 def make_converter() -> cattrs.Converter:
     """Build the converter dify_runs uses.
 
     Returns:
         A new :class:`cattrs.Converter` that structures Dify's JSON into
-        :class:`~dify_runs.WorkflowRun` and :class:`~dify_runs.StartedRun`, and
+        :class:`~dify_runs.WorkflowRun`, :class:`~dify_runs.StartedRun` and
+        :class:`~dify_runs.RunSummary` (from a workflow-log row), and
         unstructures records back into the wire shape (statuses as strings,
         dates as Unix seconds, inputs and outputs as objects).
     """
@@ -143,6 +163,16 @@ def make_converter() -> cattrs.Converter:
         ),
     )
     conv.register_unstructure_hook(WorkflowRun, make_dict_unstructure_fn(WorkflowRun, conv))
+    summary = make_dict_structure_fn(
+        RunSummary,
+        conv,
+        total_steps=override(struct_hook=_or_zero(_structure_int, 0)),
+        total_tokens=override(struct_hook=_or_zero(_structure_int, 0)),
+        exceptions_count=override(struct_hook=_or_zero(_structure_int, 0)),
+        elapsed_time=override(struct_hook=_or_zero(_structure_float, 0.0)),
+    )
+    conv.register_structure_hook(RunSummary, lambda row, cls: summary(_flatten_log_row(row), cls))
+    conv.register_unstructure_hook(RunSummary, make_dict_unstructure_fn(RunSummary, conv))
     conv.register_structure_hook(
         StartedRun,
         make_dict_structure_fn(

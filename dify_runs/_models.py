@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["RunStatus", "StartedRun", "WorkflowRun"]
+__all__ = ["RunStatus", "RunSummary", "StartedRun", "WorkflowRun"]
 
 _TERMINAL = frozenset({"succeeded", "failed", "stopped", "partial-succeeded"})
 _KNOWN_UNKNOWN_LIMIT = 64
@@ -104,9 +104,51 @@ class StartedRun:
         task_id: The task id: pass it to ``stop_run``.
         workflow_id: The published workflow version that runs, if Dify said.
         created_at: When the run started (UTC), if Dify said.
+        user: The end user it was started for (``user`` of the start); a wait
+            given it listens to the run's event stream.
     """
 
     run_id: str
     task_id: str
     workflow_id: str | None = None
     created_at: datetime | None = None
+    user: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunSummary:
+    """One run as the workflow logs list it (``DifyClient.list_runs``).
+
+    A summary has no inputs or outputs; fetch the run with ``get_run`` for those.
+
+    Attributes:
+        id: The run id (pass it to ``get_run`` or ``wait_for_run``).
+        status: Where the run is. Dify 1.12 and newer list a run from its
+            start (``running``); 1.0.x only once it ended.
+        error: Dify's failure message, or None.
+        elapsed_time: How long it ran, in seconds.
+        total_tokens: How many LLM tokens it used.
+        total_steps: How many nodes ran.
+        exceptions_count: How many node failures the run handled and went past.
+        created_at: When the run started (timezone-aware, UTC).
+        finished_at: When it finished (UTC), or None while running or paused.
+        user: The end user it was started for (the ``user`` of the start:
+            Dify's ``created_by_end_user.session_id``), or None for a run
+            started from Dify's console; pass it to ``wait_for_run(user=)``.
+        triggered_from: What started it (``app-run``, ``debugging``, ...);
+            None before Dify 1.12.
+        log_id: The id of the log row (not the run's).
+    """
+
+    id: str
+    status: RunStatus
+    error: str | None = None
+    elapsed_time: float = 0.0
+    total_tokens: int = 0
+    total_steps: int = 0
+    exceptions_count: int = 0
+    created_at: datetime
+    finished_at: datetime | None = None
+    user: str | None = None
+    triggered_from: str | None = None
+    log_id: str

@@ -40,12 +40,18 @@ from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
 from ._retry import RetryBudget, RetryRule
 
-__all__ = ["FIRST_POLL_SPREAD", "Scheduler", "Waiter"]
+__all__ = ["FIRST_POLL_SPREAD", "Listener", "Scheduler", "Waiter"]
 
 logger = logging.getLogger("dify_runs")
 
 #: Longest random offset of a first poll when many waits start together, in seconds.
 FIRST_POLL_SPREAD = 1.0
+
+#: Real seconds the dispatcher and timekeeper wait for a listener's request
+#: (a stream connecting, a poll it asked for) before sleeping on the clock: a
+#: loopback connect under load fits in it, and a stalled one delays other polls
+#: by at most about the poll policy's first interval.
+HOLD_GRACE = 1.0
 
 #: One poll attempt for a run id, holding an admitted ticket (which it gives back),
 #: with a time limit in seconds; it returns the record and the body it was read from.
@@ -71,6 +77,29 @@ class Waiter(Protocol):
         """Take a record (``final`` when it ends the wait) or the error that ends it."""
 
 
+class Listener(Protocol):
+    """Something that follows a run by other means than polls (its event stream).
+
+    While an entry has a listener, its polls are slow safety polls: the
+    listener feeds records through :meth:`Scheduler.publish`, asks for a poll
+    with :meth:`Scheduler.poll_soon`, and hands the run back to plain polling
+    with :meth:`Scheduler.unlisten`.
+    """
+
+    def next_delay(self, delay: float) -> float:
+        """The delay before the next poll, given the poll policy's ``delay``."""
+
+    def seen(self, record: WorkflowRun) -> None:
+        """Take the record a poll fetched (after its waiters have)."""
+
+    def close(self) -> None:
+        """Stop listening (the entry is gone)."""
+
+
+#: Makes the listener of a new entry, or returns None to poll.
+ListenerFactory = Callable[[str, PollPolicy], "Listener | None"]
+
+
 def settles(record: WorkflowRun, return_on_paused: bool) -> bool:
     """Whether ``record`` ends a wait: terminal, or paused when paused ends it."""
     return record.status.is_terminal or (return_on_paused and record.status is RunStatus.PAUSED)
@@ -79,9 +108,9 @@ def settles(record: WorkflowRun, return_on_paused: bool) -> bool:
 class _Entry:
     """One run's polling state, shared by every waiter on it.
 
-    It sits in the scheduler's heap itself (ordered by due time, then by when it
-    was scheduled), and keeps the last answer as its body bytes, about half the
-    size of the decoded record: thousands of waits stay small.
+    It keeps the last answer as its body bytes, about half the size of the
+    decoded record: thousands of waits stay small. (A record a listener learned
+    from the event stream, which has no body, is kept as it is.)
     """
 
     __slots__ = (
@@ -90,10 +119,11 @@ class _Entry:
         "failures",
         "last_body",
         "last_error",
+        "last_record",
+        "listener",
         "policy",
         "polls",
         "run_id",
-        "seq",
         "task",
         "waiters",
     )
@@ -103,20 +133,20 @@ class _Entry:
         self.policy = policy
         self.waiters: list[Waiter] = []
         self.due: float | None = None  # when the next poll is due; None while none is
-        self.seq = 0
         self.polls = 0
         self.failures = 0
         self.last_body: bytes | None = None
+        self.last_record: WorkflowRun | None = None
         self.last_error: DifyError | None = None
         self.task: asyncio.Task[None] | None = None
         self.cut_at: float | None = None  # the poll on the wire ends by then (a deadline)
-
-    def __lt__(self, other: _Entry) -> bool:
-        return (self.due or 0.0, self.seq) < (other.due or 0.0, other.seq)
+        self.listener: Listener | None = None
 
     @property
     def last(self) -> WorkflowRun | None:
-        """The last record fetched, decoded again from its body."""
+        """The last record known: a listener's, or the last fetched (decoded again)."""
+        if self.last_record is not None:
+            return self.last_record
         if self.last_body is None:
             return None
         return _protocol.parse_run(200, {}, self.last_body)
@@ -161,7 +191,7 @@ class Scheduler:
         self._sleep = sleep
         self._random = random
         self._entries: dict[tuple[str, PollPolicy], _Entry] = {}
-        self._due: list[_Entry] = []
+        self._due: list[tuple[float, int, _Entry]] = []
         self._deadlines: list[tuple[float, int, Waiter, _Entry]] = []
         self._seq = itertools.count()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -169,8 +199,14 @@ class Scheduler:
         self._poll_wake: asyncio.Future[None] | None = None
         self._deadline_wake: asyncio.Future[None] | None = None
         self._polling: set[asyncio.Task[None]] = set()
+        self._dispatching_at = -math.inf  # what the dispatcher sleeps until (inf: a wake)
         # Deadlines whose run's poll is on the wire and cut at them: the poll ends them.
         self._parked: dict[_Entry, list[tuple[float, int, Waiter, _Entry]]] = {}
+        # Work a listener started (a stream connecting, a poll asked for now): while
+        # any is pending, the dispatcher and the timekeeper give it up to
+        # HOLD_GRACE of real time before sleeping on the clock (see _await_holds).
+        self._holds = 0
+        self._soon: set[_Entry] = set()
         self._deadline_pushes = 0
         self._closed = False
 
@@ -182,7 +218,13 @@ class Scheduler:
         return len(self._entries)
 
     def attach(
-        self, run_id: str, policy: PollPolicy, waiter: Waiter, *, spread: float | None = None
+        self,
+        run_id: str,
+        policy: PollPolicy,
+        waiter: Waiter,
+        *,
+        spread: float | None = None,
+        listen: ListenerFactory | None = None,
     ) -> None:
         """Start feeding ``waiter`` with the records of ``run_id``.
 
@@ -192,6 +234,8 @@ class Scheduler:
             waiter: What to feed.
             spread: Longest random offset of the run's first poll; None spreads
                 only when many polls are already due (a crowd started together).
+            listen: For a new entry, makes the listener that follows the run
+                between slow safety polls (None, or a factory returning None: poll).
         """
         if self._closed:
             raise ClientClosedError("this DifyClient is closed; create a new one")
@@ -208,6 +252,8 @@ class Scheduler:
             # A late joiner sees the latest record at once (it may settle it).
             self._deliver(entry, waiter, last)
         if new:
+            if listen is not None:
+                entry.listener = listen(run_id, policy)
             if spread is None:
                 crowded = len(self._due) >= max(8, 2 * self._gate.limiter.window)
                 spread = min(FIRST_POLL_SPREAD, policy.initial) if crowded else 0.0
@@ -240,38 +286,110 @@ class Scheduler:
             del self._entries[key]
         # Its due time stays: it is its place in the heap (skipped there, having no waiter).
         self._parked.pop(entry, None)
-        entry.last_body = entry.last_error = None  # a dead entry may linger in a heap
+        self._soon.discard(entry)
+        entry.last_body = entry.last_record = entry.last_error = None  # keep a dead one small
         task, entry.task = entry.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()  # nobody waits for this answer any more
+        listener, entry.listener = entry.listener, None
+        if listener is not None:
+            listener.close()
+
+    # -- listeners' hooks --------------------------------------------------------------
+
+    def publish(self, run_id: str, policy: PollPolicy, record: WorkflowRun) -> None:
+        """Feed a record a listener learned to the run's waiters, as a poll's would be."""
+        entry = self._entries.get((run_id, policy))
+        if entry is None:
+            return
+        entry.last_record = record
+        for waiter in list(entry.waiters):
+            self._deliver(entry, waiter, record)
+        if not entry.waiters:
+            self._drop(entry)
+
+    def poll_soon(self, run_id: str, policy: PollPolicy, delay: float = 0.0) -> bool:
+        """Poll the run ``delay`` seconds from now, or sooner if already due sooner.
+
+        Returns:
+            False when a poll is in flight (it is left alone: the listener's
+            ``next_delay`` can ask for an early next poll instead) or the run
+            has no entry; True otherwise.
+        """
+        entry = self._entries.get((run_id, policy))
+        if entry is None or entry.task is not None:
+            return False
+        when = self._clock() + delay
+        if entry.due is None or when < entry.due:
+            if delay <= 0:
+                self._soon.add(entry)
+                _wake(self._deadline_wake)
+            self._schedule(entry, when)
+        return True
+
+    def time_left(self, run_id: str, policy: PollPolicy) -> float | None:
+        """Seconds until the earliest deadline of the run's waiters; None for none."""
+        entry = self._entries.get((run_id, policy))
+        limit = None if entry is None else _earliest(entry)
+        return None if limit is None else limit - self._clock()
+
+    def hold(self) -> None:
+        """Note work on the wire outside a poll (a stream connecting); :meth:`unhold` ends it."""
+        self._holds += 1
+        _wake(self._deadline_wake)
+        _wake(self._poll_wake)
+
+    def unhold(self) -> None:
+        """End what :meth:`hold` noted."""
+        self._holds = max(0, self._holds - 1)
+        _wake(self._deadline_wake)
+        _wake(self._poll_wake)
+
+    def defer(self, run_id: str, policy: PollPolicy, delay: float) -> None:
+        """Move the run's next poll to ``delay`` seconds from now, if it was due sooner."""
+        entry = self._entries.get((run_id, policy))
+        if entry is None or entry.due is None:
+            return
+        when = self._clock() + delay
+        if when > entry.due:
+            self._schedule(entry, when)
+
+    def unlisten(self, run_id: str, policy: PollPolicy) -> None:
+        """Hand a run back to plain polling by its policy; the next poll goes out now."""
+        entry = self._entries.get((run_id, policy))
+        if entry is None or entry.listener is None:
+            return
+        entry.listener = None
+        if entry.task is None:
+            self._schedule(entry, self._clock())
 
     # -- the poll heap -----------------------------------------------------------------
 
     def _schedule(self, entry: _Entry, when: float) -> None:
-        """Put ``entry`` in the heap, due at ``when`` (it is never in it twice)."""
+        """Make ``entry`` due at ``when``; an earlier heap item of it goes stale."""
         entry.due = when
-        entry.seq = next(self._seq)
-        heapq.heappush(self._due, entry)
+        heapq.heappush(self._due, (when, next(self._seq), entry))
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
-        elif self._due[0] is entry:
+        elif self._due[0][2] is entry or when < self._dispatching_at:
             _wake(self._poll_wake)
 
     def _pop_due(self, now: float) -> _Entry | None:
-        """Pop the entry due earliest if it is due by ``now`` (skipping dropped ones)."""
+        """Pop the entry due earliest if it is due by ``now`` (skipping stale heap items)."""
         when = self._next_due()
         if when is None or when > now:
             return None
-        entry = heapq.heappop(self._due)
+        entry = heapq.heappop(self._due)[2]
         entry.due = None
+        self._soon.discard(entry)
         return entry
 
     def _next_due(self) -> float | None:
         while self._due:
-            entry = self._due[0]
-            if entry.due is not None and entry.waiters:
-                return entry.due
-            heapq.heappop(self._due)  # dropped since it was scheduled
+            when, _, entry = self._due[0]
+            if entry.due == when and entry.waiters:
+                return when
+            heapq.heappop(self._due)  # rescheduled or dropped since it was pushed
         return None
 
     async def _dispatch(self) -> None:
@@ -289,7 +407,12 @@ class Scheduler:
                 wake = self._next_deadline_after(now)
                 until = when if when is None or wake is None or when <= wake else wake
                 self._poll_wake = loop.create_future()
-                if await self._sleep_until(until, self._poll_wake):
+                if await self._await_holds(self._poll_wake):
+                    continue
+                self._dispatching_at = math.inf if until is None else until
+                slept = await self._sleep_until(until, self._poll_wake)
+                self._dispatching_at = -math.inf
+                if slept:
                     if until == when:
                         slept_until = when if when is not None else slept_until
                     else:
@@ -319,6 +442,22 @@ class Scheduler:
             # A poll cancelled before it ran never reached the code that gives its ticket back.
             task.add_done_callback(functools.partial(self._poll_done, ticket=ticket, entry=entry))
             _wake(self._deadline_wake)  # the timekeeper parks the deadlines this poll covers
+
+    async def _await_holds(self, wake: asyncio.Future[None]) -> bool:
+        """While a listener's request is out, wait for ``wake`` up to :data:`HOLD_GRACE`.
+
+        An injected clock (a virtual one) may jump as soon as everything sleeps
+        on it, even with a request on the wire; a short real-time grace keeps
+        it still while a stream connects, and is too short to starve polls or
+        deadlines when a connect is slow.
+
+        Returns:
+            True when ``wake`` was set (look again), False to go on and sleep.
+        """
+        if not (self._holds or self._soon):
+            return False
+        done, _ = await asyncio.wait([wake], timeout=HOLD_GRACE)
+        return bool(done)
 
     async def _sleep_until(self, when: float | None, wake: asyncio.Future[None]) -> bool:
         """Sleep until ``when`` (forever if None), or until ``wake`` is set.
@@ -382,7 +521,7 @@ class Scheduler:
             self._schedule(entry, now)
 
     def _got(self, entry: _Entry, record: WorkflowRun, body: bytes) -> None:
-        entry.last_body = body
+        entry.last_body, entry.last_record = body, None
         entry.last_error = None
         entry.failures = 0
         for waiter in list(entry.waiters):
@@ -392,6 +531,13 @@ class Scheduler:
             return
         delay = entry.policy.delay(entry.polls, self._random())
         entry.polls += 1
+        if entry.listener is not None:
+            entry.listener.seen(record)
+            if not entry.waiters:  # the listener settled them
+                self._drop(entry)
+                return
+            if entry.listener is not None:
+                delay = entry.listener.next_delay(delay)
         self._schedule(entry, self._clock() + delay)
 
     def _failed(self, entry: _Entry, error: DifyError) -> None:
@@ -467,7 +613,7 @@ class Scheduler:
                 # an injected virtual clock would jump past them (it moves only when all
                 # sleeps), and with the real clock the two agree.
                 await asyncio.wait([self._deadline_wake], timeout=max(0.0, when - now))
-            else:
+            elif not await self._await_holds(self._deadline_wake):
                 await self._sleep_until(when, self._deadline_wake)
 
     def _next_deadline_after(self, now: float) -> float | None:
@@ -524,6 +670,12 @@ def _copy(error: BaseException) -> BaseException:
 def _covered(entry: _Entry, deadline: float) -> bool:
     """Whether the poll on the wire for ``entry`` ends by ``deadline`` (it is cut by then)."""
     return entry.task is not None and entry.cut_at is not None and deadline >= entry.cut_at
+
+
+def _earliest(entry: _Entry) -> float | None:
+    """The earliest deadline of ``entry``'s waiters, or None when none has one."""
+    deadlines = [w.deadline for w in entry.waiters if w.deadline is not None]
+    return min(deadlines) if deadlines else None
 
 
 def _latest(entry: _Entry) -> float | None:

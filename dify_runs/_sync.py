@@ -25,12 +25,14 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ._client import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, DifyClient
 from ._errors import ClientClosedError, DifyError
-from ._models import StartedRun, WorkflowRun
+from ._listen import DEFAULT_MAX_STREAMS
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget
 from ._wait import OnUpdate, WaitResult, wait_for_run, wait_for_runs, watch_run
@@ -94,6 +96,8 @@ class SyncDifyClient:
             to let the adaptive limit decide.
         retry_budget: The retry budget shared by all requests.
         max_body_size: Largest response body read, in bytes.
+        max_streams: Most run event streams open at once (waits given a
+            ``user`` listen to them); past it, such waits poll.
         clock: Monotonic clock in seconds.
         sleep: Coroutine function that sleeps; it runs on the client's loop.
         random: Source of floats in [0, 1) for jitter.
@@ -113,6 +117,7 @@ class SyncDifyClient:
         rate_limit: float | None = None,
         retry_budget: RetryBudget | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_streams: int = DEFAULT_MAX_STREAMS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
@@ -128,6 +133,7 @@ class SyncDifyClient:
             rate_limit=rate_limit,
             retry_budget=retry_budget,
             max_body_size=max_body_size,
+            max_streams=max_streams,
             clock=clock,
             sleep=sleep,
             random=random,
@@ -311,6 +317,7 @@ class SyncDifyClient:
         return_on_paused: bool = True,
         raise_on_failure: bool = False,
         on_update: OnUpdate | None = None,
+        user: str | None = None,
     ) -> WorkflowRun:
         """Poll a run until it finishes (or pauses), and return its final record.
 
@@ -324,6 +331,8 @@ class SyncDifyClient:
             raise_on_failure: Raise :class:`RunFailedError` for ``failed`` and
                 ``stopped`` runs instead of returning them.
             on_update (OnUpdate | None): Called with every record fetched, in the client's thread.
+            user: The end user who started the run: listen to its event stream
+                (Dify 1.14 and newer; see :meth:`DifyClient.wait_for_run`).
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -343,6 +352,7 @@ class SyncDifyClient:
                 return_on_paused=return_on_paused,
                 raise_on_failure=raise_on_failure,
                 on_update=on_update,
+                user=user,
             )
         )
 
@@ -354,6 +364,7 @@ class SyncDifyClient:
         poll: PollPolicy | None = None,
         return_on_paused: bool = True,
         raise_on_failure: bool = False,
+        user: str | None = None,
     ) -> BlockingIterator[WaitResult]:
         """Wait for many runs at once, yielding each result as soon as it is known.
 
@@ -368,6 +379,7 @@ class SyncDifyClient:
             return_on_paused: Treat ``paused`` as final.
             raise_on_failure: Report ``failed`` and ``stopped`` runs as
                 :class:`RunFailedError` results.
+            user: The end user who started the runs: listen to their event streams.
 
         Returns:
             An iterator of one :class:`WaitResult` per run id, in completion
@@ -385,6 +397,7 @@ class SyncDifyClient:
                 poll=poll,
                 return_on_paused=return_on_paused,
                 raise_on_failure=raise_on_failure,
+                user=user,
             )
         )
 
@@ -395,6 +408,7 @@ class SyncDifyClient:
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         poll: PollPolicy | None = None,
         return_on_paused: bool = True,
+        user: str | None = None,
     ) -> BlockingIterator[WorkflowRun]:
         """Yield a run's record each time its status, step count or outputs change.
 
@@ -406,6 +420,7 @@ class SyncDifyClient:
             timeout: Seconds before giving up; None watches without a deadline.
             poll: When to poll.
             return_on_paused: End at a ``paused`` record.
+            user: The end user who started the run: listen to its event stream.
 
         Returns:
             An iterator of records (the first, each changed one, the final
@@ -423,8 +438,52 @@ class SyncDifyClient:
                 timeout=timeout,
                 poll=poll,
                 return_on_paused=return_on_paused,
+                user=user,
             )
         )
+
+    # -- listings ------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        user: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        keyword: str | None = None,
+        page_size: int = 100,
+    ) -> BlockingIterator[RunSummary]:
+        """List the app's runs, newest first, from its workflow logs.
+
+        Pages are fetched as the iteration goes; see :meth:`DifyClient.list_runs`.
+
+        Args:
+            status: Only runs that ``succeeded``, ``failed`` or were ``stopped``.
+            user: Only runs started for this end user.
+            created_after: Only runs listed at or after this moment (naive is UTC).
+            created_before: Only runs listed at or before this moment.
+            keyword: Only runs whose inputs, outputs or end user contain it.
+            page_size: Rows per request, 1 to 100.
+
+        Returns:
+            An iterator of :class:`RunSummary`, newest first; it is also a
+            context manager that closes it. Iterating raises the
+            :class:`DifyError` of a page that failed for good.
+
+        Raises:
+            ConfigurationError: A filter the logs do not accept (nothing is sent).
+            ClientClosedError: The client is closed.
+        """
+        listing = self._client.list_runs(
+            status=status,
+            user=user,
+            created_after=created_after,
+            created_before=created_before,
+            keyword=keyword,
+            page_size=page_size,
+        )
+        return self._iterate(lambda: listing)
 
     # -- starting and stopping runs ------------------------------------------------
 

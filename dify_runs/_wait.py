@@ -23,7 +23,7 @@ from . import _protocol
 from ._errors import ConfigurationError, DifyError, RunFailedError
 from ._models import RunStatus, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
-from ._scheduler import FIRST_POLL_SPREAD, Scheduler
+from ._scheduler import FIRST_POLL_SPREAD, ListenerFactory, Scheduler
 
 if TYPE_CHECKING:
     from ._client import DifyClient
@@ -170,8 +170,12 @@ async def run_wait(
     return_on_paused: bool,
     raise_on_failure: bool,
     on_update: OnUpdate | None,
+    listen: ListenerFactory | None = None,
 ) -> WorkflowRun:
-    """Carry out ``DifyClient.wait_for_run`` (see there); ``use`` gives the scheduler."""
+    """Carry out ``DifyClient.wait_for_run`` (see there); ``use`` gives the scheduler.
+
+    ``listen`` makes the run's listener when the wait may follow its event stream.
+    """
     scheduler = use()
     canonical = _protocol.canonical_run_id(run_id)
     policy = poll or _DEFAULT_POLICY
@@ -179,7 +183,7 @@ async def run_wait(
     if on_update is None:
         future: asyncio.Future[WorkflowRun] = asyncio.get_running_loop().create_future()
         waiter = _Final(future, deadline, timeout, return_on_paused)
-        scheduler.attach(canonical, policy, waiter)
+        scheduler.attach(canonical, policy, waiter, listen=listen)
         try:
             record = await future
         finally:
@@ -187,7 +191,7 @@ async def run_wait(
         _check_failure(record, raise_on_failure)
         return record
     inbox = _Inbox(deadline, timeout, return_on_paused)
-    scheduler.attach(canonical, policy, inbox)
+    scheduler.attach(canonical, policy, inbox, listen=listen)
     try:
         while True:
             record, final = await inbox.next()
@@ -216,13 +220,14 @@ async def run_watch(
     timeout: float | None,
     poll: PollPolicy | None,
     return_on_paused: bool,
+    listen: ListenerFactory | None = None,
 ) -> AsyncGenerator[WorkflowRun, None]:
     """Carry out ``DifyClient.watch_run`` (see there); ``use`` gives the scheduler."""
     scheduler = use()
     canonical = _protocol.canonical_run_id(run_id)
     policy = poll or _DEFAULT_POLICY
     inbox = _Inbox(_deadline(clock, timeout), timeout, return_on_paused)
-    scheduler.attach(canonical, policy, inbox)
+    scheduler.attach(canonical, policy, inbox, listen=listen)
     previous: WorkflowRun | None = None
     try:
         while True:
@@ -298,6 +303,7 @@ async def run_waits(
     poll: PollPolicy | None,
     return_on_paused: bool,
     raise_on_failure: bool,
+    listen: ListenerFactory | None = None,
 ) -> AsyncGenerator[WaitResult, None]:
     """Carry out ``DifyClient.wait_for_runs`` (see there); ``use`` gives the scheduler."""
     scheduler = use()
@@ -318,7 +324,7 @@ async def run_waits(
                 results.put_nowait(WaitResult(run_id, error=error))
                 continue
             sink = _Sink(run_id, canonical, fanout)
-            scheduler.attach(canonical, policy, sink, spread=spread)
+            scheduler.attach(canonical, policy, sink, spread=spread, listen=listen)
             attached.append(sink)
         for _ in range(expected):
             yield await results.get()
@@ -339,6 +345,7 @@ def wait_for_run(
     return_on_paused: bool = True,
     raise_on_failure: bool = False,
     on_update: OnUpdate | None = None,
+    user: str | None = None,
 ) -> Coroutine[Any, Any, WorkflowRun]:
     """Wait for a run to finish (or pause): ``await`` it; as :meth:`DifyClient.wait_for_run`.
 
@@ -350,6 +357,8 @@ def wait_for_run(
         return_on_paused: Return a ``paused`` record. False keeps waiting.
         raise_on_failure: Raise :class:`RunFailedError` for failed and stopped runs.
         on_update (OnUpdate | None): Called (sync or async) with every record fetched.
+        user: The end user who started the run: listen to its event stream
+            (Dify 1.14 and newer) instead of polling.
 
     Returns:
         The first record that is terminal, or paused when ``return_on_paused``.
@@ -367,6 +376,7 @@ def wait_for_run(
         return_on_paused=return_on_paused,
         raise_on_failure=raise_on_failure,
         on_update=on_update,
+        user=user,
     )
 
 
@@ -377,6 +387,7 @@ def watch_run(
     timeout: float | None = DEFAULT_WAIT_TIMEOUT,
     poll: PollPolicy | None = None,
     return_on_paused: bool = True,
+    user: str | None = None,
 ) -> AsyncGenerator[WorkflowRun, None]:
     """Yield a run's record each time it changes; the same as :meth:`DifyClient.watch_run`.
 
@@ -386,11 +397,14 @@ def watch_run(
         timeout: Seconds before giving up; None watches without a deadline.
         poll: When to poll.
         return_on_paused: End at a ``paused`` record.
+        user: The end user who started the run: listen to its event stream.
 
     Returns:
         An async generator of records: the first, each changed one, then the final one.
     """
-    return client.watch_run(run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused)
+    return client.watch_run(
+        run_id, timeout=timeout, poll=poll, return_on_paused=return_on_paused, user=user
+    )
 
 
 def wait_for_runs(
@@ -401,6 +415,7 @@ def wait_for_runs(
     poll: PollPolicy | None = None,
     return_on_paused: bool = True,
     raise_on_failure: bool = False,
+    user: str | None = None,
 ) -> AsyncGenerator[WaitResult, None]:
     """Wait for many runs at once; the same as :meth:`DifyClient.wait_for_runs`.
 
@@ -411,6 +426,7 @@ def wait_for_runs(
         poll: When to poll.
         return_on_paused: Treat ``paused`` as final.
         raise_on_failure: Report ``failed`` and ``stopped`` runs as :class:`RunFailedError`.
+        user: The end user who started the runs: listen to their event streams.
 
     Returns:
         An async generator of one :class:`WaitResult` per run id, in completion order.
@@ -421,4 +437,5 @@ def wait_for_runs(
         poll=poll,
         return_on_paused=return_on_paused,
         raise_on_failure=raise_on_failure,
+        user=user,
     )

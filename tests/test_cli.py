@@ -452,3 +452,36 @@ def test_no_import_cycle() -> None:
 def test_exit_code_precedence(labels: list[str], code: int) -> None:
     """Failures outrank deadlines, which outrank pauses."""
     assert console.exit_code(labels, []) == code
+
+
+# -- list ------------------------------------------------------------------------------
+
+
+def test_list_prints_json_lines(server: FakeDifyThread, capsys: pytest.CaptureFixture[str]) -> None:
+    """list --status failed --since 1h prints the failed runs, newest first, one JSON line each."""
+    failed = [server.add_run(duration=0, status="failed", user="ann") for _ in range(2)]
+    server.add_run(duration=0)
+    assert run_main("list", "--status", "failed", "--since", "1h", "--page-size", "1") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {row["id"] for row in rows} == set(failed)
+    assert {row["status"] for row in rows} == {"failed"}
+    assert rows[0]["user"] == "ann"
+    assert rows[0]["created_at"].endswith("+00:00")
+    assert server.count(route="logs") == 2  # one row per page
+
+
+@pytest.mark.parametrize("age", ["30m", "1h", "2d", "45s", "1.5h"])
+def test_list_since_ages(
+    age: str, server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--since takes a number and a unit."""
+    server.add_run(duration=0)
+    assert run_main("list", "--since", age) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("age", ["1", "h", "1w", "-1h", "1 h x"])
+def test_list_bad_since_is_usage_error(age: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --since that is not an age is a usage error, before anything is sent."""
+    assert run_main("list", "--since", age, "--api-key", SECRET) == 2
+    assert "--since" in capsys.readouterr().err

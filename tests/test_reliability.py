@@ -34,7 +34,7 @@ from dify_runs.testing import FakeDify, Fault
 from .conftest import Handler, client_tasks
 
 SEED = 2026
-WAITS = 300
+WAITS = 200
 FAULTS = [
     Fault.error(502, html=True),
     Fault.error(503, html=True),
@@ -92,7 +92,7 @@ class Gate:
 
 @pytest.mark.parametrize("budget", ["default", "ample"])
 async def test_fault_matrix(budget: str, reliability_figures: dict[str, Any]) -> None:
-    """300 waits while 30 % of answers are faulted: true final statuses or documented errors."""
+    """200 waits while 30 % of answers are faulted: true final statuses or documented errors."""
     rng = random.Random(SEED)
     statuses = ["succeeded", "failed", "partial-succeeded", "stopped"]
     started = time.monotonic()

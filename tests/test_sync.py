@@ -296,3 +296,20 @@ def test_wrong_base_url_explains_itself(server: FakeDifyThread) -> None:
 def test_durations_in_messages_are_rounded(seconds: float, text: str) -> None:
     """Messages show durations as people write them (never 30.000001 or 1.23e+03)."""
     assert format_seconds(seconds) == text
+
+
+def test_blocking_waits_listen_with_a_user() -> None:
+    """wait_for_run, watch_run and wait_for_runs take user= and listen on Dify 1.14."""
+    with (
+        fake_dify_thread(version="1.14.2") as server,
+        SyncDifyClient(
+            server.fake.api_key, base_url=server.fake.base_url, rate_limit=None, random=lambda: 0.0
+        ) as client,
+    ):
+        run_id = server.add_run(duration=0.2, user="u")
+        assert client.wait_for_run(run_id, timeout=5, user="u").status is RunStatus.SUCCEEDED
+        with client.watch_run(server.add_run(duration=0.2, user="u"), user="u") as updates:
+            assert list(updates)[-1].status is RunStatus.SUCCEEDED
+        results = list(client.wait_for_runs([server.add_run(duration=0.2, user="u")], user="u"))
+        assert results[0].succeeded
+        assert server.count(route="events") == 3

@@ -136,7 +136,7 @@ async def _live(
     quirks = settings.quirks
     last_ping = last_event = settings.clock()
     while not settings.stopping.is_set():
-        await settings.sleep(min(0.5, settings.ping_interval))
+        await settings.sleep(_next_change(run, timeline, settings, last_ping, last_event))
         now = settings.clock()
         state = run.state(now, quirks)
         for milestone in timeline:
@@ -158,3 +158,29 @@ async def _live(
             last_ping = now
         if now - last_event >= settings.idle_timeout:
             return
+
+
+def _next_change(
+    run: SimulatedRun,
+    timeline: list[Milestone],
+    settings: EventStreamSettings,
+    last_ping: float,
+    last_event: float,
+) -> float:
+    """Seconds until the stream may have something to send.
+
+    A running run's timeline says when its next node ends and when it ends, so an hour
+    costs hundreds of wake-ups, not thousands. A paused or stopped run can change only
+    from outside (a resume, a stop): it is looked at every half second.
+    """
+    tick = min(0.5, settings.ping_interval)
+    now = settings.clock()
+    state = run.state(now, settings.quirks)
+    if state.status != "running" or run.stopped_at is not None:
+        return tick
+    gaps = [m.at - state.progress for m in timeline if m.at > state.progress]
+    gaps.append(run.duration - state.progress)
+    gaps.append(last_ping + settings.ping_interval - now)
+    gaps.append(last_event + settings.idle_timeout - now)
+    # At most a couple of seconds: a client's reconnect or hang-up is seen soon after.
+    return max(0.001, min(2.0, *(gap for gap in gaps if gap > 0)))

@@ -17,6 +17,7 @@ from dify_runs import (
     RunFailedError,
     RunNotFoundError,
     RunStatus,
+    RunSummary,
     StartedRun,
     UnexpectedResponseError,
     WaitResult,
@@ -75,6 +76,12 @@ async def waits(client: DifyClient) -> None:
     async for update in watch_run(client, "id"):
         steps: int = update.total_steps
         _ = steps
+    run = await client.wait_for_run("id", user="user-123")
+    async for update in client.watch_run("id", user="user-123"):
+        _ = update
+    async with aclosing(client.wait_for_runs(["a"], user="user-123")) as listened:
+        async for result in listened:
+            _ = result
     async with aclosing(wait_for_runs(client, ["a", "b"], timeout=3600)) as results:
         async for result in results:
             item: WaitResult = result
@@ -91,8 +98,23 @@ async def waits(client: DifyClient) -> None:
     _ = run
 
 
+async def listings(client: DifyClient, since: datetime) -> None:
+    async for summary in client.list_runs(status="failed", created_after=since, page_size=50):
+        run_id: str = summary.id
+        status: RunStatus = summary.status
+        user: str | None = summary.user
+        _ = (run_id, status, user)
+    async with aclosing(client.list_runs(user="u", keyword="k")) as listing:
+        async for row in listing:
+            item: RunSummary = row
+            _ = item
+
+
 async def start_and_stop(client: DifyClient) -> None:
     started: StartedRun = await client.start_run(inputs={"query": "x"}, user="user-123")
+    user: str | None = started.user
+    await wait_for_run(client, started.run_id, user=started.user)
+    _ = user
     run: WorkflowRun = await client.run_and_wait(inputs={}, user="u", timeout=600)
     await client.stop_run(started.task_id, user="user-123")
     _ = run
@@ -123,6 +145,12 @@ def blocking(run_id: str) -> None:
         runs: list[WorkflowRun | DifyError] = client.get_runs([run_id], concurrency=4)
         run = client.wait_for_run(run_id, timeout=600, poll=PollPolicy.fixed(2.0))
         run = client.wait_for_run(run_id, on_update=lambda record: None)
+        run = client.wait_for_run(run_id, user="u")
+        naive = datetime(2026, 1, 1)  # noqa: DTZ001 - naive datetimes are accepted (UTC)
+        with client.list_runs(status=RunStatus.STOPPED, created_before=naive) as rows:
+            for summary in rows:
+                finished: datetime | None = summary.finished_at
+                _ = finished
         for result in client.wait_for_runs([run_id], timeout=None):
             item: WaitResult = result
             _ = item

@@ -1,0 +1,356 @@
+"""Listening waits: following a run through its event stream instead of polling it.
+
+Dify 1.14 streams a run's events on ``GET workflow/{run_id}/events?user=U``.
+A wait given the run's ``user`` attaches to the client's scheduler as usual,
+and the run's scheduler entry gets a :class:`RunListener` that owns one stream
+task; every waiter on the entry (the same run and poll policy) shares it. The
+scheduler still makes the first poll (the record the events are read against,
+and an already finished or paused run settles there without a stream), then
+only slow *safety polls* while the stream is open; a final event asks for one
+poll at once, whose record (a GET's, with ``inputs``) ends the wait.
+
+Never worse than polling: the listener hands its run back to plain polling
+when the route does not exist (the router's HTML 404: remembered per client in
+:class:`StreamBook`, so nobody asks again), when Dify does not know the run for
+this user (its JSON 404), and after :data:`MAX_STREAM_FAILURES` streams in a
+row that failed or ended early without a final event (reconnects back off by
+the client's retry rule). Past ``max_streams`` open streams, new waits poll.
+
+What a non-final record from events looks like: the last polled record with
+``status`` ``running`` (after ``workflow_started`` or a node event on a record
+that said otherwise) and ``total_steps`` raised by one for each node that
+finishes (a replayed node counts only up to the number replayed); every other
+field is as the last poll read it. A ``paused`` record always comes from a poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import attrs
+import orjson
+
+from ._errors import DifyAPIError, DifyConnectionError, DifyError
+from ._models import RunStatus, WorkflowRun
+from ._policy import PollPolicy
+from ._protocol import structure_run
+from ._retry import RetryBudget, RetryRule
+from ._scheduler import Scheduler
+from ._sse import ServerSentEvent
+
+__all__ = [
+    "DEFAULT_MAX_STREAMS",
+    "HEALTHY_STREAM",
+    "MAX_STREAM_FAILURES",
+    "SAFETY_POLL",
+    "RunListener",
+    "StreamBook",
+    "fold_event",
+]
+
+logger = logging.getLogger("dify_runs")
+
+#: Default cap on event streams open at once per client. Each open stream
+#: holds one of the API worker's connections for up to 5 minutes, and Dify's
+#: image runs one gevent worker with ``SERVER_WORKER_CONNECTIONS=10`` by
+#: default: a handful of streams already takes a visible share of it.
+DEFAULT_MAX_STREAMS = 4
+#: Seconds without a sign of the run (a connect with the state snapshot, which
+#: re-checks it, or an event) after which a safety poll goes out beside the
+#: stream. Dify closes a quiet stream after 300 s and the reconnect re-checks
+#: the run, so with a working server no safety poll is ever due; one comes only
+#: from a stream that stays open and silent (a proxy that swallows events): a
+#: lost event delays a wait by at most this, for at most 10 GETs an hour.
+SAFETY_POLL = 360.0
+#: A sign of the run moves the safety poll at most this often, in seconds.
+_DEFER_EVERY = 30.0
+#: A stream open this long counts as healthy when it ends without a final
+#: event (Dify's idle close): the next one connects at once, with no backoff.
+HEALTHY_STREAM = 60.0
+#: Streams in a row that fail or end early before the run goes back to polling.
+MAX_STREAM_FAILURES = 3
+
+#: Opens a run's event stream (run id, user, with the state snapshot, seconds left
+#: before the earliest deadline or None) and gives its events.
+OpenStream = Callable[
+    [str, str, bool, "float | None"],
+    AbstractAsyncContextManager[AsyncIterator[ServerSentEvent]],
+]
+
+
+@attrs.define
+class StreamBook:
+    """What one client knows about event streams: the route, and how many are open.
+
+    Attributes:
+        max_streams: Streams allowed open at once.
+        route_missing: The server answered the events route with its router's
+            404 (Dify before 1.14): every wait polls from then on.
+        open: Listeners holding a stream slot now.
+        tasks: The stream tasks alive (the client awaits them when it closes).
+    """
+
+    max_streams: int
+    route_missing: bool = False
+    open: int = 0
+    tasks: set[asyncio.Task[None]] = attrs.field(factory=set)
+
+    def may_open(self) -> bool:
+        """Whether a new wait may listen (the route is not known missing, a slot is free)."""
+        return not self.route_missing and self.open < self.max_streams
+
+    async def aclose(self) -> None:
+        """Cancel every stream task and wait for them to end."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def _event_payload(event: ServerSentEvent) -> dict[str, Any] | None:
+    if not event.data:
+        return None  # event: ping
+    try:
+        payload = orjson.loads(event.data)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def fold_event(
+    record: WorkflowRun, payload: dict[str, Any], finished_nodes: set[str], replayed: int
+) -> tuple[WorkflowRun | None, int]:
+    """Fold one event into the latest record (pure).
+
+    Args:
+        record: The latest record.
+        payload: The decoded event.
+        finished_nodes: Ids of the node executions seen finishing (updated in place).
+        replayed: Finished nodes seen in a state snapshot's replay so far.
+
+    Returns:
+        The new record if the event changed it (else None), and the new replay count.
+    """
+    event = payload.get("event")
+    data = payload.get("data")
+    data = data if isinstance(data, dict) else {}
+    # A state snapshot's replay carries the run id as its task id.
+    is_replay = payload.get("task_id") == record.id
+    if event == "workflow_started":
+        if record.status is RunStatus.RUNNING:
+            return None, replayed
+        return attrs.evolve(record, status=RunStatus.RUNNING), replayed
+    if event != "node_finished":
+        return None, replayed
+    node = data.get("id")
+    if not isinstance(node, str) or node in finished_nodes:
+        return None, replayed
+    finished_nodes.add(node)
+    if is_replay:
+        replayed += 1
+        steps = max(record.total_steps, replayed)
+    else:
+        steps = record.total_steps + 1
+    if steps == record.total_steps and record.status is RunStatus.RUNNING:
+        return None, replayed
+    return attrs.evolve(record, status=RunStatus.RUNNING, total_steps=steps), replayed
+
+
+class RunListener:
+    """Follows one run's event stream for its scheduler entry (see the module docstring).
+
+    Args:
+        run_id: The canonical run id.
+        user: The end user the run was started with.
+        policy: The entry's poll policy (with the run id, the entry's key).
+        scheduler: The client's scheduler.
+        book: The client's :class:`StreamBook`.
+        open_stream: Opens the run's event stream.
+        rule: The retry rule that spaces reconnects.
+        budget: The client's retry budget.
+        clock: Clock in seconds.
+        sleep: Coroutine function that sleeps.
+        random: Source of floats in [0, 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        user: str,
+        policy: PollPolicy,
+        scheduler: Scheduler,
+        book: StreamBook,
+        open_stream: OpenStream,
+        rule: RetryRule,
+        budget: RetryBudget,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+        random: Callable[[], float],
+    ) -> None:
+        self.run_id = run_id
+        self.user = user
+        self.policy = policy
+        self._scheduler = scheduler
+        self._book = book
+        self._open_stream = open_stream
+        self._rule = rule
+        self._budget = budget
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._record: WorkflowRun | None = None
+        self._final: WorkflowRun | None = None
+        self._poll_now = False
+        self._nodes: set[str] = set()
+        self._deferred = -float("inf")
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        book.open += 1
+
+    # -- the scheduler's side (Listener) --------------------------------------------
+
+    def next_delay(self, delay: float) -> float:
+        """A safety poll's delay: the policy's, but at least :data:`SAFETY_POLL`."""
+        if self._poll_now:
+            self._poll_now = False
+            return 0.0
+        return max(delay, SAFETY_POLL)
+
+    def seen(self, record: WorkflowRun) -> None:
+        """Read a polled record; the first one starts the stream."""
+        self._record = record
+        final, self._final = self._final, None
+        if final is not None and not record.is_terminal:
+            # workflow_finished, but the GET still says otherwise: trust the event.
+            self._scheduler.publish(
+                self.run_id, self.policy, attrs.evolve(final, inputs=record.inputs)
+            )
+            return
+        if (self._task is None or self._task.done()) and not self._closed:
+            # The first record, or the run goes on after a pause: (re)start the stream.
+            self._task = asyncio.get_running_loop().create_task(self._follow())
+            self._book.tasks.add(self._task)
+            self._task.add_done_callback(self._book.tasks.discard)
+
+    def close(self) -> None:
+        """Stop listening: cancel the stream and free its slot."""
+        if self._closed:
+            return
+        self._closed = True
+        self._book.open -= 1
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    # -- the stream --------------------------------------------------------------------
+
+    def _fall_back(self, why: str) -> None:
+        logger.info("run %s: %s; polling it instead of listening", self.run_id, why)
+        self.close()
+        self._scheduler.unlisten(self.run_id, self.policy)
+
+    async def _follow(self) -> None:
+        failures = 0
+        while not self._closed:
+            started = self._clock()
+            try:
+                ended = await self._listen_once()
+            except DifyError as error:
+                if isinstance(error, DifyAPIError) and error.status == 404:
+                    if error.code is None:  # the router's page: no such route on this server
+                        self._book.route_missing = True
+                        self._fall_back("the server has no run event stream")
+                    else:
+                        self._fall_back("the event stream does not know this run for this user")
+                    return
+                failure: DifyError = error
+            else:
+                if ended:
+                    # A final event: the poll it asked for ends the wait (or, after a
+                    # pause that does not end it, starts a new stream).
+                    self._task = None
+                    return
+                if self._clock() - started >= HEALTHY_STREAM:
+                    failures = 0
+                    continue  # Dify's idle close: connect again at once
+                failure = DifyConnectionError("the event stream ended without a final event")
+            decision = self._rule.decide(
+                failure,
+                attempt=failures,
+                budget=self._budget,
+                now=self._clock(),
+                draw=self._random(),
+            )
+            failures += 1
+            if not decision.retry or failures >= MAX_STREAM_FAILURES:
+                self._fall_back(f"the event stream failed {failures} times ({failure})")
+                return
+            await self._sleep(decision.delay)
+
+    async def _listen_once(self) -> bool:
+        """Follow one stream until it ends; return True after a final event."""
+        record = self._record
+        assert record is not None  # noqa: S101 - the first poll comes first
+        snapshot = record.status is not RunStatus.PAUSED
+        replayed = 0
+        self._scheduler.hold()  # the timekeeper waits for the answer, as for a poll
+        held = True
+        try:
+            time_left = self._scheduler.time_left(self.run_id, self.policy)
+            async with self._open_stream(self.run_id, self.user, snapshot, time_left) as events:
+                self._scheduler.unhold()
+                held = False
+                if snapshot:  # the snapshot re-checks the run: the safety poll can wait
+                    self._postpone_safety_poll()
+                return await self._read(events, replayed)
+        finally:
+            if held:
+                self._scheduler.unhold()
+
+    async def _read(self, events: AsyncIterator[ServerSentEvent], replayed: int) -> bool:
+        async for event in events:
+            payload = _event_payload(event)
+            if payload is None:
+                continue
+            name = payload.get("event")
+            if name in {"workflow_finished", "workflow_paused"}:
+                self._ask_for_poll(payload)
+                return True
+            self._postpone_safety_poll()  # the run is alive
+            record = self._record
+            assert record is not None  # noqa: S101
+            folded, replayed = fold_event(record, payload, self._nodes, replayed)
+            if folded is not None:
+                self._record = folded
+                self._scheduler.publish(self.run_id, self.policy, folded)
+        return False
+
+    def _postpone_safety_poll(self) -> None:
+        now = self._clock()
+        if now - self._deferred >= _DEFER_EVERY:
+            self._deferred = now
+            self._scheduler.defer(self.run_id, self.policy, SAFETY_POLL)
+
+    def _ask_for_poll(self, payload: dict[str, Any]) -> None:
+        """A final event: poll now for the run's full record."""
+        if payload.get("event") == "workflow_finished":
+            self._final = _finished_record(self._record, payload)
+        # A poll in flight may predate the event: then the next one goes at once.
+        self._poll_now = not self._scheduler.poll_soon(self.run_id, self.policy)
+
+
+def _finished_record(record: WorkflowRun | None, payload: dict[str, Any]) -> WorkflowRun | None:
+    """The record ``workflow_finished`` describes (without inputs), if it reads as one."""
+    data = payload.get("data")
+    if record is None or not isinstance(data, dict):
+        return None
+    try:
+        return structure_run(data)
+    except DifyError:
+        return None
