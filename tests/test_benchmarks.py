@@ -20,11 +20,13 @@ def test_quick_benchmark_run_writes_both_files(tmp_path: Path) -> None:
         timeout=600,
     )
     report = (tmp_path / "performance.md").read_text()
-    for section in ("Lookup overhead", "Decode", "Polling efficiency", "Scale", "Capacity"):
+    sections = ("Lookup overhead", "Decode", "Polling efficiency", "Scale", "Capacity", "listen")
+    for section in sections:
         assert section in report
     assert "Before and after" in report
     figures = json.loads((tmp_path / "results.json").read_text())
     assert figures["quick"] is True
     assert figures["scale"]["coalescing"]["requests"] > 0
     assert figures["capacity"]["get_runs_160"]["requests"] > 0
+    assert figures["listen"]["runs"]["1 h"]["listening"]["requests"] > 0
     assert figures["polling"]["policies"]["default PollPolicy()"]["1 h"]["requests_max"] > 0
