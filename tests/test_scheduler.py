@@ -209,8 +209,15 @@ async def test_a_dropped_run_does_not_hide_a_new_one(
 ) -> None:
     """A wait cancelled while its run sits in the heap does not delay another run's first poll."""
     slow = vfake.add_run(duration=10_000)
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(vclient.wait_for_run(slow, poll=PollPolicy.fixed(30)), 0.2)
+    waiting = asyncio.ensure_future(
+        vclient.wait_for_run(slow, timeout=None, poll=PollPolicy.fixed(30))
+    )
+    while vfake.count(run_id=slow) == 0:
+        await asyncio.sleep(0)
+    await vclock.sleep(1)  # its next poll now sits in the heap, 29 s away
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
     done = vfake.add_run(duration=0)
     start = vclock.now()
     run = await vclient.wait_for_run(done, timeout=3)
