@@ -21,6 +21,21 @@ from dify_runs.testing import FakeDify, VirtualClock
 
 pytest_plugins = ["pytester"]
 
+#: The fields of a run record, as every Dify version sends them (the recordings agree).
+RECORD_FIELDS = (
+    "id",
+    "workflow_id",
+    "status",
+    "inputs",
+    "outputs",
+    "error",
+    "total_steps",
+    "total_tokens",
+    "created_at",
+    "finished_at",
+    "elapsed_time",
+)
+
 
 # --- aioresponses compatibility shim --------------------------------------------------
 # aioresponses 0.7.9 builds ClientResponse without the `stream_writer` argument that

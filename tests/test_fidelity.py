@@ -13,23 +13,13 @@ from yarl import URL
 
 from dify_runs.testing import FakeDify, Fault, VirtualClock
 
+from .conftest import RECORD_FIELDS
+
 VERSIONS = ["1.0.1", "1.12.1", "1.13.2", "1.14.2"]
 NOT_WORKFLOW_APP = "Please check if your app mode matches the right API route."
 NO_BEARER = "Authorization header must be provided and start with 'Bearer'"
 # Keys of the recorded answers (recordings/1.14.2-succeeded.json, 1.14.2-parameters.json).
-GET_KEYS = {
-    "id",
-    "workflow_id",
-    "status",
-    "inputs",
-    "outputs",
-    "error",
-    "total_steps",
-    "total_tokens",
-    "created_at",
-    "finished_at",
-    "elapsed_time",
-}
+GET_KEYS = set(RECORD_FIELDS)
 BLOCKING_KEYS = GET_KEYS - {"inputs"}
 PARAMETERS_KEYS = {
     "opening_statement",

@@ -38,25 +38,13 @@ from dify_runs import (
 )
 from dify_runs import _protocol as protocol
 
-from .conftest import FUZZ_PROFILE
+from .conftest import FUZZ_PROFILE, RECORD_FIELDS
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 MISSING: Any = object()  # the key is absent from the record
 INVALID: Any = object()  # the converter must refuse this value, naming its field
-FIELDS = (
-    "id",
-    "workflow_id",
-    "status",
-    "inputs",
-    "outputs",
-    "error",
-    "total_steps",
-    "total_tokens",
-    "created_at",
-    "finished_at",
-    "elapsed_time",
-)
+FIELDS = RECORD_FIELDS
 ERROR_CLASSES = {
     400: BadRequestError,
     401: AuthenticationError,
