@@ -49,7 +49,7 @@ from ._limits import AdaptiveLimiter, Gate, Ticket
 from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
 from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
-from ._retry import RetryBudget, RetryRule, is_throttle
+from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule
 from ._scheduler import Listener, ListenerFactory, Scheduler
 from ._sse import LineDecoder, ServerSentEvent, iter_events
 from ._wait import OnUpdate, WaitResult
@@ -313,7 +313,7 @@ class DifyClient:
         while True:
             ticket = self._gate.try_acquire() or await self._gate.acquire()
             try:
-                return (await self._attempt(path, ticket))[0]
+                return self._read_run(*await self._send(self._url(path), ticket))
             except DifyError as error:
                 if isinstance(error, RunNotFoundError):
                     error.run_id = canonical
@@ -452,20 +452,15 @@ class DifyClient:
         attempt = 0
         while True:
             ticket = await self._gate.acquire()
-            overloaded = False
             try:
-                status, headers, body = await self._send(url)
+                status, headers, body = await self._send(url, ticket, measure=False)
                 if 200 <= status < 300:
                     page = _protocol.parse_log_page(status, headers, body)
                     self._contacted = True
                     self.retry_budget.refund()
                     return page
-                error = _protocol.api_error(status, headers, body)
-                overloaded = is_throttle(error)
-                raise error
+                raise _protocol.api_error(status, headers, body)
             except DifyError as error:
-                if isinstance(error, DifyTimeoutError):
-                    overloaded = True
                 decision = self._rule.decide(
                     error,
                     attempt=attempt,
@@ -480,8 +475,6 @@ class DifyClient:
                     decision.delay,
                     _describe(error),
                 )
-            finally:
-                self._gate.release(ticket, overloaded=overloaded)
             await self.sleep(decision.delay)
             attempt += 1
 
@@ -836,10 +829,7 @@ class DifyClient:
     async def _get_json(self, path: str) -> Any:
         """GET a JSON document once (under the client's limits), or raise the error answer."""
         ticket = await self._gate.acquire()
-        try:
-            status, headers, body = await self._send(self._url(path))
-        finally:
-            self._gate.release(ticket)
+        status, headers, body = await self._send(self._url(path), ticket, measure=False)
         if not 200 <= status < 300:
             raise _protocol.api_error(status, headers, body)
         return _protocol.decode_json(status, body)
@@ -1040,61 +1030,55 @@ class DifyClient:
         ``time_limit`` cuts the request at its earliest waiter's deadline.
         """
         try:
-            return await self._attempt(f"workflows/run/{run_id}", ticket, time_limit)
+            status, headers, body = await self._send(
+                self._url(f"workflows/run/{run_id}"), ticket, time_limit=time_limit
+            )
+            return self._read_run(status, headers, body), body
         except RunNotFoundError as error:
             error.run_id = run_id
             raise
 
-    async def _attempt(
-        self, path: str, ticket: Ticket, time_limit: float | None = None
-    ) -> tuple[WorkflowRun, bytes]:
-        """Send one GET with an admitted ticket, give the ticket back, and parse the answer.
+    def _read_run(self, status: int, headers: Mapping[str, str], body: bytes) -> WorkflowRun:
+        """Read an answer to ``GET workflows/run/{id}``: the record, or the error to raise."""
+        if 200 <= status < 300:
+            try:
+                record = _protocol.parse_run(status, headers, body)
+            finally:  # a record, or Dify <= 1.12's 200 with a null id: Dify answered
+                self._contacted = True
+            self.retry_budget.refund()
+            return record
+        error = _protocol.api_error(status, headers, body)
+        if error.code is not None:
+            self._contacted = True  # Dify itself answered
+        raise error
 
-        Returns the record and the body it came from (a wait keeps the compact body).
+    async def _send(
+        self,
+        url: URL,
+        ticket: Ticket,
+        *,
+        time_limit: float | None = None,
+        measure: bool = True,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one admitted GET (following same-origin redirects), read the body, capped.
 
-        The ticket goes back with what the answer teaches the limiter: its
-        latency, or that the server is overloaded (429, 503, no answer in time).
+        The ticket goes back to the gate with what the answer taught the limiter:
+        the latency (when ``measure``), or that the server is overloaded (429,
+        503, no answer in time). One coroutine for all of it: this is the path
+        of every poll and lookup.
+
+        ``time_limit`` replaces the request timeout when shorter (a wait's deadline);
+        a request cut at a wait's deadline says nothing of the server.
         """
         rtt: float | None = None
         overloaded = False
-        cut = time_limit is not None and time_limit < self.request_timeout
-        try:
-            status, headers, body = await self._send(self._url(path), time_limit if cut else None)
-            rtt = self.clock() - ticket.started
-            if 200 <= status < 300:
-                try:
-                    record = _protocol.parse_run(status, headers, body)
-                except RunNotFoundError:
-                    self._contacted = True  # Dify <= 1.12's 200 with a null id
-                    raise
-                self._contacted = True
-                self.retry_budget.refund()
-                return record, body
-            error = _protocol.api_error(status, headers, body)
-            overloaded = is_throttle(error)
-            if error.code is not None:
-                self._contacted = True  # Dify itself answered
-            raise error
-        except DifyTimeoutError:
-            overloaded = not cut  # a request cut at a wait's deadline says nothing of the server
-            raise
-        finally:
-            self._gate.release(ticket, rtt=None if overloaded else rtt, overloaded=overloaded)
-
-    async def _send(
-        self, url: URL, time_limit: float | None = None
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        """Send one GET (following same-origin redirects) and read the body, capped.
-
-        ``time_limit`` replaces the request timeout when shorter (a wait's deadline).
-        """
-        session = self._open()
-        timeout = self._client_timeout
-        if time_limit is not None:
+        timeout, seconds, cut = self._client_timeout, self.request_timeout, False
+        if time_limit is not None and time_limit < seconds:
             # Not rounded up to a whole second (aiohttp does that above 5 s by default).
-            timeout = aiohttp.ClientTimeout(total=max(time_limit, 0.001), ceil_threshold=math.inf)
-        # Inline rather than _transport_errors(): this is the hot path.
+            seconds, cut = time_limit, True
+            timeout = aiohttp.ClientTimeout(total=max(seconds, 0.001), ceil_threshold=math.inf)
         try:
+            session = self._open()
             for _ in range(_MAX_REDIRECTS + 1):
                 async with session.get(
                     url,
@@ -1102,16 +1086,26 @@ class DifyClient:
                     timeout=timeout,
                     allow_redirects=False,
                 ) as response:
-                    if response.status in _REDIRECTS:
+                    status = response.status
+                    if status in _REDIRECTS:
                         url = self._redirect_target(url, response)
                         continue
-                    body = await self._read_capped(response)
-                    return response.status, response.headers, body
+                    length = response.content_length
+                    if length is not None and length <= self.max_body_size:
+                        body = await response.read()  # the usual case, without a call more
+                    else:
+                        body = await self._read_capped(response)
+                    if measure:
+                        rtt = self.clock() - ticket.started
+                    overloaded = status in THROTTLE_STATUSES
+                    return status, response.headers, body
         except asyncio.TimeoutError as exc:
-            seconds = self.request_timeout if time_limit is None else time_limit
+            overloaded = not cut
             raise DifyTimeoutError(f"no answer within {format_seconds(seconds)} s") from exc
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
+        finally:
+            self._gate.release(ticket, rtt=None if overloaded else rtt, overloaded=overloaded)
         raise UnexpectedResponseError(
             f"more than {_MAX_REDIRECTS} redirects", status=0, transient=False
         )

@@ -32,6 +32,10 @@ from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 __all__ = ["converter", "make_converter"]
 
 
+# The hooks test the usual type first (``type(x) is int`` also rules out a bool):
+# every record of every poll goes through them.
+
+
 def _structure_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
@@ -39,6 +43,8 @@ def _structure_str(value: Any, _: type) -> str:
 
 
 def _structure_int(value: Any, _: type) -> int:
+    if type(value) is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {type(value).__name__}")
     return value
@@ -53,7 +59,24 @@ def _structure_float(value: Any, _: type) -> float:
     return result
 
 
+def _int_or_zero(value: Any, _: type) -> int:
+    if type(value) is int:
+        return value
+    return 0 if value is None else _structure_int(value, int)
+
+
+def _float_or_zero(value: Any, _: type) -> float:
+    return 0.0 if value is None else _structure_float(value, float)
+
+
+#: Known statuses by wire value: a dict lookup instead of an enum call for the usual ones.
+_STATUSES = {status.value: status for status in RunStatus}
+
+
 def _structure_status(value: Any, _: type) -> RunStatus:
+    status = _STATUSES.get(value) if type(value) is str else None
+    if status is not None:
+        return status
     if not isinstance(value, str):
         raise TypeError(f"expected a status string, got {type(value).__name__}")
     return RunStatus(value)
@@ -64,12 +87,21 @@ def _structure_datetime(value: Any, _: type) -> datetime:
         raise TypeError("expected a timestamp, got bool")
     if isinstance(value, (int, float)):
         try:
-            return datetime.fromtimestamp(value, tz=timezone.utc)
+            return datetime.fromtimestamp(value, timezone.utc)  # positional: faster
         except (OverflowError, OSError, ValueError) as exc:
             raise ValueError(f"timestamp out of range: {value!r}") from exc
     if isinstance(value, str):
         return _parse_date_string(value)
     raise TypeError(f"expected a timestamp, got {type(value).__name__}")
+
+
+def _datetime_or_none(value: Any, _: type) -> datetime | None:
+    # Its own hook: cattrs' generic Optional hook looks the inner hook up on every call.
+    return None if value is None else _structure_datetime(value, datetime)
+
+
+def _str_or_none(value: Any, _: type) -> str | None:
+    return None if value is None else _structure_str(value, str)
 
 
 def _parse_date_string(value: str) -> datetime:
@@ -91,6 +123,8 @@ def _unstructure_datetime(value: datetime) -> int | float:
 
 
 def _structure_json_object(value: Any, _: type) -> dict[str, Any]:
+    if type(value) is dict:
+        return value
     if value is None:
         return {}
     if isinstance(value, str):
@@ -101,13 +135,6 @@ def _structure_json_object(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
-
-
-def _or_zero(hook: Any, zero: Any) -> Any:
-    def structure(value: Any, type_: type) -> Any:
-        return zero if value is None else hook(value, type_)
-
-    return structure
 
 
 def _flatten_log_row(row: Any) -> Any:
@@ -157,19 +184,21 @@ def make_converter() -> cattrs.Converter:
             conv,
             inputs=override(struct_hook=_structure_json_object),
             outputs=override(struct_hook=_structure_json_object),
-            total_steps=override(struct_hook=_or_zero(_structure_int, 0)),
-            total_tokens=override(struct_hook=_or_zero(_structure_int, 0)),
-            elapsed_time=override(struct_hook=_or_zero(_structure_float, 0.0)),
+            total_steps=override(struct_hook=_int_or_zero),
+            total_tokens=override(struct_hook=_int_or_zero),
+            elapsed_time=override(struct_hook=_float_or_zero),
+            error=override(struct_hook=_str_or_none),
+            finished_at=override(struct_hook=_datetime_or_none),
         ),
     )
     conv.register_unstructure_hook(WorkflowRun, make_dict_unstructure_fn(WorkflowRun, conv))
     summary = make_dict_structure_fn(
         RunSummary,
         conv,
-        total_steps=override(struct_hook=_or_zero(_structure_int, 0)),
-        total_tokens=override(struct_hook=_or_zero(_structure_int, 0)),
-        exceptions_count=override(struct_hook=_or_zero(_structure_int, 0)),
-        elapsed_time=override(struct_hook=_or_zero(_structure_float, 0.0)),
+        total_steps=override(struct_hook=_int_or_zero),
+        total_tokens=override(struct_hook=_int_or_zero),
+        exceptions_count=override(struct_hook=_int_or_zero),
+        elapsed_time=override(struct_hook=_float_or_zero),
     )
     conv.register_structure_hook(RunSummary, lambda row, cls: summary(_flatten_log_row(row), cls))
     conv.register_unstructure_hook(RunSummary, make_dict_unstructure_fn(RunSummary, conv))

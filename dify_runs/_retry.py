@@ -38,7 +38,6 @@ __all__ = [
     "Decision",
     "RetryBudget",
     "RetryRule",
-    "is_throttle",
     "is_transient",
     "retry_hint",
 ]
@@ -61,11 +60,6 @@ def is_transient(error: DifyError) -> bool:
     # Only an answer that was not JSON at all (a proxy's page, a cut body) is
     # worth a second try; a record with wrong field types will not improve.
     return isinstance(error, UnexpectedResponseError) and error.transient
-
-
-def is_throttle(error: DifyError) -> bool:
-    """Return True when the server said it is overloaded (429 or 503)."""
-    return isinstance(error, DifyAPIError) and error.status in THROTTLE_STATUSES
 
 
 def retry_hint(error: DifyError) -> float:

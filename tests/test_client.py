@@ -274,6 +274,19 @@ async def test_rate_limit_lowers_client_rate(fake: FakeDify, make_client: MakeCl
     assert client.limiter.pace is not None
 
 
+@pytest.mark.parametrize(("status", "paced"), [(503, True), (500, False)])
+async def test_only_overload_answers_slow_the_client(
+    fake: FakeDify, make_client: MakeClient, status: int, paced: bool
+) -> None:
+    """A burst of 503s (the server is overloaded) paces the client; a burst of 500s does not."""
+    fake.inject(Fault.error(status))
+    sleeps = Sleeps()
+    client = make_client(fake, sleep=sleeps, clock=sleeps.now, max_retries=0)
+    results = await client.get_runs([fake.add_run() for _ in range(10)])
+    assert all(isinstance(r, ServerError) for r in results)
+    assert (client.limiter.pace is not None) is paced
+
+
 async def test_retry_budget_stops_retries(fake: FakeDify, make_client: MakeClient) -> None:
     """An empty retry budget means no more retries, across calls."""
     fake.inject(Fault.error(503))

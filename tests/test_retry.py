@@ -19,7 +19,6 @@ from dify_runs import (
 from dify_runs._retry import (
     MAX_RETRY_AFTER,
     RetryRule,
-    is_throttle,
     is_transient,
     retry_hint,
 )
@@ -71,14 +70,6 @@ def rate_limited(retry_after: float | None) -> RateLimitError:
 def test_which_failures_are_transient(error: Exception, transient: bool) -> None:
     """Transport failures, 408, 429, 500/502/503/504 and non-JSON answers are transient."""
     assert is_transient(error) is transient  # type: ignore[arg-type]
-
-
-def test_throttle_answers() -> None:
-    """429 and 503 say the server is overloaded; other failures do not."""
-    assert is_throttle(rate_limited(None))
-    assert is_throttle(ServerError("x", status=503))
-    assert not is_throttle(ServerError("x", status=500))
-    assert not is_throttle(DifyTimeoutError("late"))
 
 
 def test_retry_hint_is_capped() -> None:
