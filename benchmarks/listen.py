@@ -6,7 +6,11 @@ virtual clock shared by client and server, so times are the server's own seconds
 - One wait per run length, started by this client (so it knows the run's user): lag from the
   run's end to the wait returning, and requests in all, listening and polling side by side.
 - Many concurrent listening waits with the stream cap raised to match: how many were noticed
-  within a second of their end, and the memory per wait.
+  within a second of their end.
+- The client's memory per listening wait, with the simulator in a process of its own (on the
+  real clock), so only the client's side of each open stream is counted: RSS per wait, and the
+  Python allocations per wait split into dify_runs's own and the connection's (aiohttp,
+  asyncio, yarl, multidict: the transport, the HTTP parser, the response and its buffers).
 
 Run as ``python -m benchmarks.listen``; prints JSON.
 """
@@ -19,10 +23,16 @@ import gc
 import json
 import random
 import resource
+import subprocess
+import sys
+import time
+import tracemalloc
 from typing import Any
 
 from dify_runs import DifyClient
-from dify_runs.testing import FakeDify, VirtualClock
+from dify_runs.testing import DEFAULT_API_KEY, FakeDify, VirtualClock
+
+from .lookups import free_port
 
 USER = "benchmark-user"
 
@@ -68,24 +78,114 @@ async def many(count: int, length_range: tuple[float, float]) -> dict[str, Any]:
             max_streams=count,
             random=rng.random,
         ) as client:
-            await client.get_run(next(iter(ends)))
-            gc.collect()
-            baseline = current_rss_mb()
-            peak = baseline
             lags: list[float] = []
             async for result in client.wait_for_runs(ends, timeout=None, user=USER):
                 assert result.run is not None, result.error
                 lags.append(clock.now() - ends[result.run_id])
-                if len(lags) == 1:
-                    peak = max(peak, current_rss_mb())
         requests = fake.count() + fake.count(route="events")
     return {
         "waits": count,
         "noticed_within_1_s": sum(1 for lag in lags if lag <= 1.0),
         "lag_max_s": round(max(lags), 3),
         "requests": requests,
-        "kb_per_wait_at_first_end": round((peak - baseline) * 1024 / count, 2),
     }
+
+
+#: The simulator's end user for the runs of ``dify-runs simulate``.
+SIMULATE_USER = "fake-user"
+_CONNECTION_CODE = ("aiohttp", "yarl", "multidict", "propcache", "asyncio")
+
+
+def _owner(trace: tracemalloc.Traceback) -> str:
+    """Who an allocation belongs to: the innermost frame of dify_runs or of the connection."""
+    for frame in reversed(trace):
+        name = frame.filename
+        if "/dify_runs/" in name or "generated" in name:  # cattrs' and attrs' generated code
+            return "dify_runs"
+        if any(f"/{package}/" in name for package in _CONNECTION_CODE):
+            return "connection"
+    return "other"
+
+
+async def _listen_from_outside(
+    base_url: str, run_ids: list[str], *, trace: bool, deadline: float
+) -> dict[str, float]:
+    count = len(run_ids)
+    async with DifyClient(DEFAULT_API_KEY, base_url=base_url, max_streams=count) as client:
+        await client.get_run(run_ids[0])  # the session and its imports, before the baseline
+        gc.collect()
+        if trace:
+            tracemalloc.start(25)
+            before = tracemalloc.take_snapshot()
+        baseline = current_rss_mb()
+        waits = asyncio.ensure_future(
+            _drain(client.wait_for_runs(run_ids, timeout=None, user=SIMULATE_USER))
+        )
+        while client.open_streams < count and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # a count to sample, no event to wait on
+        opened = max(client.open_streams, 1)
+        gc.collect()
+        figures = {
+            "streams_open": client.open_streams,
+            "rss_kb_per_wait": (current_rss_mb() - baseline) * 1024 / opened,
+        }
+        if trace:
+            owners = {"dify_runs": 0, "connection": 0, "other": 0}
+            for stat in tracemalloc.take_snapshot().compare_to(before, "traceback"):
+                owners[_owner(stat.traceback)] += stat.size_diff
+            tracemalloc.stop()
+            figures = {  # the traced run's RSS includes the tracing's own memory
+                f"{owner}_kb_per_wait": size / 1024 / opened for owner, size in owners.items()
+            }
+        await waits
+    return figures
+
+
+async def _drain(results: Any) -> None:
+    async for result in results:
+        assert result.run is not None, result.error
+
+
+def client_memory(count: int, duration: float) -> dict[str, Any]:
+    """Memory of ``count`` listening waits in this process, the server in another one."""
+    figures: dict[str, Any] = {"waits": count}
+    for trace in (False, True):  # tracing costs memory of its own: RSS is read without it
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dify_runs",
+                "simulate",
+                "--version",
+                "1.14.2",
+                "--port",
+                str(port),
+                "--runs",
+                str(count),
+                "--duration",
+                str(duration),
+                "--for",
+                str(duration + 60),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            server.stdout.readline()
+            server.stdout.readline()
+            run_ids = [server.stdout.readline().split()[1] for _ in range(count)]
+            deadline = time.monotonic() + duration - 1
+            base_url = f"http://127.0.0.1:{port}/v1"
+            found = asyncio.run(
+                _listen_from_outside(base_url, run_ids, trace=trace, deadline=deadline)
+            )
+        finally:
+            server.terminate()
+            server.wait()
+        figures.update({name: round(value, 2) for name, value in found.items()})
+    return figures
 
 
 def measure(*, quick: bool = False) -> dict[str, Any]:
@@ -99,6 +199,7 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
             for label, length in lengths.items()
         },
         "many": asyncio.run(many(50 if quick else 1000, (30.0, 120.0))),
+        "client_memory": client_memory(50, 6.0) if quick else client_memory(1000, 30.0),
     }
 
 

@@ -45,7 +45,7 @@ The API key comes from --api-key or the DIFY_API_KEY environment variable, the
 server from --base-url or DIFY_BASE_URL. The key is never printed.
 """
 
-_SERVER_VERSIONS = ("1.0.1", "1.12.1", "1.13.2")
+_SERVER_VERSIONS = ("1.0.1", "1.12.1", "1.13.2", "1.14.2")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -228,7 +228,7 @@ def _build_parser() -> _Parser:
     simulate.add_argument(
         "--version",
         dest="server_version",
-        default=_SERVER_VERSIONS[-1],
+        default="1.13.2",
         choices=_SERVER_VERSIONS,
         help="the Dify version whose behaviour to imitate (default: %(default)s)",
     )

@@ -51,7 +51,7 @@ from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule
 from ._scheduler import Listener, ListenerFactory, Scheduler
-from ._sse import LineDecoder, ServerSentEvent, iter_events
+from ._sse import EventDecoder, ServerSentEvent
 from ._wait import OnUpdate, WaitResult
 
 __all__ = ["DifyClient"]
@@ -208,6 +208,7 @@ class DifyClient:
             "Authorization": f"Bearer {key.strip()}",
             "Accept": "application/json",
         }
+        self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
@@ -287,6 +288,11 @@ class DifyClient:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._state is _State.CLOSED
+
+    @property
+    def open_streams(self) -> int:
+        """Run event streams connected now, each holding a connection (at most ``max_streams``)."""
+        return self._streams.connected
 
     # -- public lookups ------------------------------------------------------------
 
@@ -692,11 +698,12 @@ class DifyClient:
         limit = self.request_timeout
         if time_limit is not None:
             limit = max(0.001, min(limit, time_limit))
-        headers = {**self._headers, "Accept": "text/event-stream"}
         self._gate.give_back(await self._gate.acquire())
         with _transport_errors(limit, self._connection_error):
             response = await asyncio.wait_for(
-                session.get(url, headers=headers, timeout=timeout, allow_redirects=False),
+                session.get(
+                    url, headers=self._stream_headers, timeout=timeout, allow_redirects=False
+                ),
                 limit,
             )
         try:
@@ -719,26 +726,21 @@ class DifyClient:
     async def _events_of(
         self, response: aiohttp.ClientResponse
     ) -> AsyncGenerator[ServerSentEvent, None]:
-        decoder = LineDecoder()
-        pending: list[str] = []
-        size = 0
+        decoder = EventDecoder()
         with _transport_errors(STREAM_READ_TIMEOUT, self._connection_error):
             async for chunk in response.content.iter_any():
-                lines = decoder.feed(chunk)
-                size += len(chunk)
-                pending.extend(lines)
-                if "" not in lines:
-                    if size > self.max_body_size:
-                        raise UnexpectedResponseError(
-                            "an event passed the size limit", status=response.status
-                        )
-                    continue
-                cut = len(pending) - pending[::-1].index("")
-                complete, pending = pending[:cut], pending[cut:]
-                size = sum(len(line) for line in pending)
-                for event in iter_events(complete):
-                    yield event
-        for event in iter_events([*pending, *decoder.close()]):
+                events = decoder.feed(chunk)
+                del chunk
+                if decoder.pending > self.max_body_size:
+                    raise UnexpectedResponseError(
+                        "an event passed the size limit", status=response.status
+                    )
+                # Popped, never bound to a name: while the stream is quiet (minutes),
+                # nothing of the last event stays referenced here.
+                events.reverse()
+                while events:
+                    yield events.pop()
+        for event in decoder.close():
             yield event
 
     # -- starting and stopping runs ------------------------------------------------
@@ -947,8 +949,7 @@ class DifyClient:
                     "answer names no workflow run", status=status, body=excerpt(str(payload))
                 )
             return started
-        decoder = LineDecoder()
-        pending: list[str] = []
+        decoder = EventDecoder()
         size = 0
         try:
             async for chunk in response.content.iter_any():
@@ -958,13 +959,9 @@ class DifyClient:
                         "event stream passed the size limit before workflow_started",
                         status=status,
                     )
-                pending.extend(decoder.feed(chunk))
-                if "" in pending:
-                    cut = len(pending) - pending[::-1].index("")
-                    complete, pending = pending[:cut], pending[cut:]
-                    started = self._first_started(complete, status)
-                    if started is not None:
-                        return started
+                started = self._first_started(decoder.feed(chunk), status)
+                if started is not None:
+                    return started
         except asyncio.TimeoutError as exc:
             raise DifyTimeoutError(
                 f"Dify accepted the run (HTTP {status}) but never started it: no "
@@ -973,7 +970,7 @@ class DifyClient:
                 "and newer report that nowhere), or no Dify worker is free to start it "
                 "(check its Celery workers and Redis)"
             ) from exc
-        started = self._first_started([*pending, *decoder.close()], status)
+        started = self._first_started(decoder.close(), status)
         if started is not None:
             return started
         raise UnexpectedResponseError(
@@ -981,8 +978,8 @@ class DifyClient:
         )
 
     @staticmethod
-    def _first_started(lines: list[str], status: int) -> StartedRun | None:
-        for event in iter_events(lines):
+    def _first_started(events: list[ServerSentEvent], status: int) -> StartedRun | None:
+        for event in events:
             if not event.data:
                 continue  # event: ping
             started = _protocol.started_run(

@@ -91,12 +91,14 @@ class StreamBook:
         route_missing: The server answered the events route with its router's
             404 (Dify before 1.14): every wait polls from then on.
         open: Listeners holding a stream slot now.
+        connected: Streams connected now (their answer came; they are being read).
         tasks: The stream tasks alive (the client awaits them when it closes).
     """
 
     max_streams: int
     route_missing: bool = False
     open: int = 0
+    connected: int = 0
     tasks: set[asyncio.Task[None]] = attrs.field(factory=set)
 
     def may_open(self) -> bool:
@@ -178,6 +180,29 @@ class RunListener:
         random: Source of floats in [0, 1).
     """
 
+    # One per listening wait, a thousand at once: no instance dict.
+    __slots__ = (
+        "_book",
+        "_budget",
+        "_clock",
+        "_closed",
+        "_deferred",
+        "_final",
+        "_nodes",
+        "_open_stream",
+        "_poll_now",
+        "_random",
+        "_record",
+        "_replayed",
+        "_rule",
+        "_scheduler",
+        "_sleep",
+        "_task",
+        "policy",
+        "run_id",
+        "user",
+    )
+
     def __init__(
         self,
         *,
@@ -208,6 +233,7 @@ class RunListener:
         self._final: WorkflowRun | None = None
         self._poll_now = False
         self._nodes: set[str] = set()
+        self._replayed = 0
         self._deferred = -float("inf")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -298,7 +324,7 @@ class RunListener:
         record = self._record
         assert record is not None  # noqa: S101 - the first poll comes first
         snapshot = record.status is not RunStatus.PAUSED
-        replayed = 0
+        self._replayed = 0
         self._scheduler.hold()  # the timekeeper waits for the answer, as for a poll
         held = True
         try:
@@ -308,27 +334,37 @@ class RunListener:
                 held = False
                 if snapshot:  # the snapshot re-checks the run: the safety poll can wait
                     self._postpone_safety_poll()
-                return await self._read(events, replayed)
+                self._book.connected += 1
+                try:
+                    return await self._read(events)
+                finally:
+                    self._book.connected -= 1
         finally:
             if held:
                 self._scheduler.unhold()
 
-    async def _read(self, events: AsyncIterator[ServerSentEvent], replayed: int) -> bool:
+    async def _read(self, events: AsyncIterator[ServerSentEvent]) -> bool:
         async for event in events:
-            payload = _event_payload(event)
-            if payload is None:
-                continue
-            name = payload.get("event")
-            if name in {"workflow_finished", "workflow_paused"}:
-                self._ask_for_poll(payload)
+            if self._take(event):
                 return True
-            self._postpone_safety_poll()  # the run is alive
-            record = self._record
-            assert record is not None  # noqa: S101
-            folded, replayed = fold_event(record, payload, self._nodes, replayed)
-            if folded is not None:
-                self._record = folded
-                self._scheduler.publish(self.run_id, self.policy, folded)
+            del event  # nothing of it stays referenced while the stream is quiet
+        return False
+
+    def _take(self, event: ServerSentEvent) -> bool:
+        """Read one event; return True for a final one."""
+        payload = _event_payload(event)
+        if payload is None:
+            return False
+        if payload.get("event") in {"workflow_finished", "workflow_paused"}:
+            self._ask_for_poll(payload)
+            return True
+        self._postpone_safety_poll()  # the run is alive
+        record = self._record
+        assert record is not None  # noqa: S101
+        folded, self._replayed = fold_event(record, payload, self._nodes, self._replayed)
+        if folded is not None:
+            self._record = folded
+            self._scheduler.publish(self.run_id, self.policy, folded)
         return False
 
     def _postpone_safety_poll(self) -> None:

@@ -29,4 +29,5 @@ def test_quick_benchmark_run_writes_both_files(tmp_path: Path) -> None:
     assert figures["scale"]["coalescing"]["requests"] > 0
     assert figures["capacity"]["get_runs_160"]["requests"] > 0
     assert figures["listen"]["runs"]["1 h"]["listening"]["requests"] > 0
+    assert figures["listen"]["client_memory"]["streams_open"] == 50
     assert figures["polling"]["policies"]["default PollPolicy()"]["1 h"]["requests_max"] > 0

@@ -72,6 +72,19 @@ async def test_listening_returns_what_a_get_returns(fake14: FakeDify, client14: 
     assert fake14.count(route="events") == 1
 
 
+async def test_open_streams_counts_connected_streams(
+    fake14: FakeDify, client14: DifyClient
+) -> None:
+    """open_streams is 1 while a wait listens and 0 once it returned."""
+    seen: list[int] = []
+    run_id = fake14.add_run(duration=30, user=USER)
+    await client14.wait_for_run(
+        run_id, user=USER, on_update=lambda _: seen.append(client14.open_streams)
+    )
+    assert 1 in seen
+    assert client14.open_streams == 0
+
+
 async def test_a_finished_run_needs_no_stream(fake14: FakeDify, client14: DifyClient) -> None:
     """The first poll already settles a finished run: no stream is opened."""
     run_id = fake14.add_run(duration=0, user=USER)
@@ -284,6 +297,37 @@ class _SilentStream(FakeDify):
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response
+
+
+class _HugeEvent(FakeDify):
+    """A 1.14.2 server whose event stream sends one event without end."""
+
+    async def _get_events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            await response.write(b"data: ")
+            for _ in range(100):  # 100 KB: past the client's 20 KB body limit
+                await response.write(b"x" * 1024)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
+
+async def test_an_event_past_the_size_limit_breaks_the_stream(
+    vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """An event larger than max_body_size is not gathered: the run is polled from then on.
+
+    Not retried: the same event would come again.
+    """
+    async with _HugeEvent(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        client = make_client(
+            fake, clock=vclock.now, sleep=vclock.sleep, random=lambda: 0.0, max_body_size=20_000
+        )
+        run = await client.wait_for_run(fake.add_run(duration=100, user=USER), user=USER)
+        assert run.status is RunStatus.SUCCEEDED
+        assert fake.count(route="events") == 1
 
 
 async def test_a_lost_event_is_caught_by_the_safety_poll(

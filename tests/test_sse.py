@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dify_runs._sse import LineDecoder, ServerSentEvent, iter_events
+from dify_runs._sse import EventDecoder, ServerSentEvent
 
 STREAM = (
     'data: {"event": "workflow_started", "workflow_run_id": "r", "task_id": "t"}\n\n'
@@ -27,12 +27,11 @@ EXPECTED = [
 
 
 def decode(chunks: list[bytes]) -> list[ServerSentEvent]:
-    decoder = LineDecoder()
-    lines: list[str] = []
+    decoder = EventDecoder()
+    events: list[ServerSentEvent] = []
     for chunk in chunks:
-        lines.extend(decoder.feed(chunk))
-    lines.extend(decoder.close())
-    return list(iter_events(lines))
+        events.extend(decoder.feed(chunk))
+    return events + decoder.close()
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -87,5 +86,14 @@ def test_stream_without_final_newline() -> None:
 
 def test_unknown_fields_and_bare_blank_lines() -> None:
     """Unknown fields are ignored; blank lines alone dispatch nothing."""
-    lines = ["", "", "id: 7", "retry: 100", "data:no-space", ""]
-    assert list(iter_events(lines)) == [ServerSentEvent(None, "no-space")]
+    stream = b"\n\nid: 7\nretry: 100\ndata:no-space\n\n"
+    assert decode([stream]) == [ServerSentEvent(None, "no-space")]
+
+
+def test_pending_counts_only_the_event_being_received() -> None:
+    """What a decoder holds is the unfinished event; a dispatched one is gone from it."""
+    decoder = EventDecoder()
+    assert decoder.feed(b"data: 12345\ndata: 678") == []
+    assert decoder.pending == len("12345") + len("data: 678")
+    assert decoder.feed(b"\n\n") == [ServerSentEvent(None, "12345\n678")]
+    assert decoder.pending == 0
