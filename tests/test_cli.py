@@ -22,6 +22,7 @@ from dify_runs import PollPolicy, RunStatus, SyncDifyClient, _demo, _scheduler, 
 from dify_runs import _cli as cli
 from dify_runs import _console as console
 from dify_runs.testing import DEFAULT_API_KEY, Fault, VirtualClock
+from dify_runs.testing._versions import VERSIONS
 from tests.fake_thread import FakeDifyThread, app_thread, fake_dify_thread
 
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -373,6 +374,15 @@ class _Lines(io.StringIO):
         for line in text.splitlines():
             self.lines.put(line)
         return len(text)
+
+
+def test_simulate_offers_every_imitated_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """simulate --version accepts each version the simulator imitates, 1.14.2 included."""
+    with pytest.raises(SystemExit):
+        run_main("simulate", "--help")
+    offered = capsys.readouterr().out
+    for version in VERSIONS:
+        assert version in offered
 
 
 def test_simulate_serves_runs(monkeypatch: pytest.MonkeyPatch) -> None:
