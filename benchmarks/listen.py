@@ -147,45 +147,51 @@ async def _drain(results: Any) -> None:
 
 
 def client_memory(count: int, duration: float) -> dict[str, Any]:
-    """Memory of ``count`` listening waits in this process, the server in another one."""
+    """Memory of ``count`` listening waits in a fresh process, the server in another one."""
     figures: dict[str, Any] = {"waits": count}
     for trace in (False, True):  # tracing costs memory of its own: RSS is read without it
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dify_runs",
-                "simulate",
-                "--version",
-                "1.14.2",
-                "--port",
-                str(port),
-                "--runs",
-                str(count),
-                "--duration",
-                str(duration),
-                "--for",
-                str(duration + 60),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            server.stdout.readline()
-            server.stdout.readline()
-            run_ids = [server.stdout.readline().split()[1] for _ in range(count)]
-            deadline = time.monotonic() + duration - 1
-            base_url = f"http://127.0.0.1:{port}/v1"
-            found = asyncio.run(
-                _listen_from_outside(base_url, run_ids, trace=trace, deadline=deadline)
-            )
-        finally:
-            server.terminate()
-            server.wait()
-        figures.update({name: round(value, 2) for name, value in found.items()})
+        command = [sys.executable, "-m", "benchmarks.listen", "--client-memory", str(count)]
+        command += ["--duration", str(duration), *(["--trace"] if trace else [])]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        figures.update(json.loads(output))
     return figures
+
+
+def _client_memory_here(count: int, duration: float, *, trace: bool) -> dict[str, float]:
+    """One measurement of :func:`client_memory`, with this process as the client."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dify_runs",
+            "simulate",
+            "--version",
+            "1.14.2",
+            "--port",
+            str(port),
+            "--runs",
+            str(count),
+            "--duration",
+            str(duration),
+            "--for",
+            str(duration + 60),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()
+        server.stdout.readline()
+        run_ids = [server.stdout.readline().split()[1] for _ in range(count)]
+        deadline = time.monotonic() + duration - 1
+        base_url = f"http://127.0.0.1:{port}/v1"
+        found = asyncio.run(_listen_from_outside(base_url, run_ids, trace=trace, deadline=deadline))
+    finally:
+        server.terminate()
+        server.wait()
+    return {name: round(value, 2) for name, value in found.items()}
 
 
 def measure(*, quick: bool = False) -> dict[str, Any]:
@@ -206,7 +212,15 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    print(json.dumps(measure(quick=parser.parse_args().quick)))
+    parser.add_argument("--client-memory", type=int, metavar="WAITS", help="one memory reading")
+    parser.add_argument("--duration", type=float, default=30.0, help="run length, seconds")
+    parser.add_argument("--trace", action="store_true", help="split allocations by owner")
+    args = parser.parse_args()
+    if args.client_memory:
+        figures = _client_memory_here(args.client_memory, args.duration, trace=args.trace)
+    else:
+        figures = measure(quick=args.quick)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

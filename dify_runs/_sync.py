@@ -162,6 +162,11 @@ class SyncDifyClient:
         """True once :meth:`close` was called."""
         return self._closed
 
+    @property
+    def open_streams(self) -> int:
+        """Run event streams connected now, each holding a connection (at most ``max_streams``)."""
+        return self._client.open_streams
+
     # -- lifecycle -----------------------------------------------------------------
 
     def __enter__(self) -> SyncDifyClient:

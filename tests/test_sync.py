@@ -307,7 +307,13 @@ def test_blocking_waits_listen_with_a_user() -> None:
         ) as client,
     ):
         run_id = server.add_run(duration=0.2, user="u")
-        assert client.wait_for_run(run_id, timeout=5, user="u").status is RunStatus.SUCCEEDED
+        streams: list[int] = []
+        run = client.wait_for_run(
+            run_id, timeout=5, user="u", on_update=lambda _: streams.append(client.open_streams)
+        )
+        assert run.status is RunStatus.SUCCEEDED
+        assert 1 in streams  # listening: one stream connected while it waited
+        assert client.open_streams == 0
         with client.watch_run(server.add_run(duration=0.2, user="u"), user="u") as updates:
             assert list(updates)[-1].status is RunStatus.SUCCEEDED
         results = list(client.wait_for_runs([server.add_run(duration=0.2, user="u")], user="u"))
