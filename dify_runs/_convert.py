@@ -19,6 +19,7 @@ number belongs, or a string that is not a date raises, and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -137,6 +138,88 @@ def _structure_json_object(value: Any, _: type) -> dict[str, Any]:
     return value
 
 
+def _usual_object(value: Any) -> dict[str, Any] | None:
+    """An ``inputs`` or ``outputs`` value of the usual shapes as a dict; None for any other."""
+    if type(value) is dict:
+        return value
+    if value is None:
+        return {}
+    if type(value) is str:
+        try:
+            value = orjson.loads(value)
+        except ValueError:
+            return None
+        return value if type(value) is dict else None
+    return None
+
+
+def _usual_number(value: Any) -> bool:
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+_UTC = timezone.utc
+
+
+def _structure_usual_run(
+    generated: Callable[[Any, Any], WorkflowRun],
+) -> Callable[[Any, Any], WorkflowRun]:
+    """WorkflowRun's structure hook: the usual record read inline, any other by ``generated``.
+
+    Every record of every poll comes through here. A record as servers send it
+    (string ids, a known status, objects or JSON strings, whole or null counters,
+    Unix timestamps) is built without a hook call per field; anything else (an
+    unknown status, a date string, a wrong type) goes to the hook cattrs
+    generated, which reads every shape listed above and names what is wrong.
+    Both give the same record: the fuzz tests hold them to one set of rules.
+    """
+
+    def structure(payload: Any, cls: type) -> WorkflowRun:
+        if type(payload) is not dict:
+            return generated(payload, cls)
+        get = payload.get
+        status = get("status")
+        status = _STATUSES.get(status) if type(status) is str else None
+        ident, workflow_id, error = get("id"), get("workflow_id"), get("error")
+        inputs, outputs = _usual_object(get("inputs")), _usual_object(get("outputs"))
+        steps, tokens = get("total_steps", 0), get("total_tokens", 0)
+        created: Any = get("created_at")
+        finished, elapsed = get("finished_at"), get("elapsed_time")
+        if (
+            status is None
+            or type(ident) is not str
+            or type(workflow_id) is not str
+            or not (error is None or type(error) is str)
+            or inputs is None
+            or outputs is None
+            or not (steps is None or type(steps) is int)
+            or not (tokens is None or type(tokens) is int)
+            or not _usual_number(created)
+            or not (finished is None or _usual_number(finished))
+            or not (elapsed is None or _usual_number(elapsed))
+        ):
+            return generated(payload, cls)
+        try:
+            created_at = datetime.fromtimestamp(created, _UTC)
+            finished_at = None if finished is None else datetime.fromtimestamp(finished, _UTC)
+        except (OverflowError, OSError, ValueError):
+            return generated(payload, cls)
+        return WorkflowRun(
+            id=ident,
+            workflow_id=workflow_id,
+            status=status,
+            inputs=inputs,
+            outputs=outputs,
+            error=error,
+            total_steps=steps or 0,
+            total_tokens=tokens or 0,
+            created_at=created_at,
+            finished_at=finished_at,
+            elapsed_time=0.0 if elapsed is None else float(elapsed),
+        )
+
+    return structure
+
+
 def _flatten_log_row(row: Any) -> Any:
     """A workflow-log row as the flat mapping :class:`RunSummary` is read from.
 
@@ -154,6 +237,21 @@ def _flatten_log_row(row: Any) -> Any:
         flat["user"] = end_user.get("session_id")
     flat["log_id"] = row.get("id")
     return flat
+
+
+def _generated_run_hook(conv: cattrs.Converter) -> Callable[[Any, Any], WorkflowRun]:
+    """The hook cattrs generates for WorkflowRun: every shape read, every error named."""
+    return make_dict_structure_fn(
+        WorkflowRun,
+        conv,
+        inputs=override(struct_hook=_structure_json_object),
+        outputs=override(struct_hook=_structure_json_object),
+        total_steps=override(struct_hook=_int_or_zero),
+        total_tokens=override(struct_hook=_int_or_zero),
+        elapsed_time=override(struct_hook=_float_or_zero),
+        error=override(struct_hook=_str_or_none),
+        finished_at=override(struct_hook=_datetime_or_none),
+    )
 
 
 def make_converter() -> cattrs.Converter:
@@ -177,20 +275,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(datetime, _unstructure_datetime)
     conv.register_unstructure_hook(RunStatus, lambda status: status.value)
 
-    conv.register_structure_hook(
-        WorkflowRun,
-        make_dict_structure_fn(
-            WorkflowRun,
-            conv,
-            inputs=override(struct_hook=_structure_json_object),
-            outputs=override(struct_hook=_structure_json_object),
-            total_steps=override(struct_hook=_int_or_zero),
-            total_tokens=override(struct_hook=_int_or_zero),
-            elapsed_time=override(struct_hook=_float_or_zero),
-            error=override(struct_hook=_str_or_none),
-            finished_at=override(struct_hook=_datetime_or_none),
-        ),
-    )
+    conv.register_structure_hook(WorkflowRun, _structure_usual_run(_generated_run_hook(conv)))
     conv.register_unstructure_hook(WorkflowRun, make_dict_unstructure_fn(WorkflowRun, conv))
     summary = make_dict_structure_fn(
         RunSummary,

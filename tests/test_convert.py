@@ -9,8 +9,10 @@ from typing import Any
 
 import cattrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dify_runs import RunStatus, WorkflowRun, converter
+from dify_runs import RunStatus, WorkflowRun, _convert, converter
 from dify_runs._convert import make_converter
 
 DATA = Path(__file__).parent / "data"
@@ -216,3 +218,47 @@ def test_make_converter_is_independent() -> None:
     assert fresh is not converter
     assert fresh is not cattrs.global_converter
     assert fresh.structure(body(), WorkflowRun) == converter.structure(body(), WorkflowRun)
+
+
+# -- the inline reading of usual records -------------------------------------------------
+
+_KNOWN = [status.value for status in RunStatus]
+_object = st.dictionaries(st.text(max_size=5), st.text(max_size=8) | st.integers(), max_size=3)
+_stamp = st.integers(0, 4_000_000_000) | st.floats(0, 4e9, allow_nan=False)
+
+
+@st.composite
+def _usual_records(draw: st.DrawFn) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": draw(st.uuids()).hex,
+        "workflow_id": draw(st.text(max_size=8)),
+        "status": draw(st.sampled_from(_KNOWN)),
+        "created_at": draw(_stamp),
+    }
+    optional = {
+        "inputs": _object | _object.map(json.dumps) | st.none(),
+        "outputs": _object | _object.map(json.dumps) | st.none(),
+        "error": st.text(max_size=8) | st.none(),
+        "total_steps": st.integers(0, 99) | st.none(),
+        "total_tokens": st.integers(0, 9999) | st.none(),
+        "finished_at": _stamp | st.none(),
+        "elapsed_time": st.floats(0, 1e5, allow_nan=False) | st.integers(0, 99) | st.none(),
+    }
+    for name, values in optional.items():
+        if draw(st.booleans()):
+            record[name] = draw(values)
+    return record
+
+
+def _refuse(payload: Any, cls: Any) -> WorkflowRun:
+    raise AssertionError(f"a usual record went to the generated hook: {payload!r}")
+
+
+@given(record=_usual_records())
+def test_usual_records_are_read_inline_as_the_generated_hook_reads_them(
+    record: dict[str, Any],
+) -> None:
+    """Records as servers send them skip cattrs' per-field hooks, and come out the same."""
+    inline = _convert._structure_usual_run(_refuse)
+    generated = _convert._generated_run_hook(converter)
+    assert inline(record, WorkflowRun) == generated(record, WorkflowRun)
