@@ -272,7 +272,8 @@ def report(results: dict[str, Any]) -> str:
         f"{crowd['lag_max_s']} s), {crowd['requests']:,} requests.",
         "",
         f"Memory of {mem['waits']:,} listening waits ({mem['streams_open']:,} streams connected "
-        f"when read): {mem['rss_kb_per_wait']} KB RSS per wait in the client; of the Python "
+        f"when read; {mem['streams_open_traced']:,} in the traced run): "
+        f"{mem['rss_kb_per_wait']} KB RSS per wait in the client; of the Python "
         f"allocations, {mem['dify_runs_kb_per_wait']} KB per wait are dify_runs's and "
         f"{mem['connection_kb_per_wait']} KB the connection's. Each listening wait holds an open",
         "HTTP connection, and aiohttp alone keeps several times the wait engine's 1.5 KB for one:",

@@ -1040,8 +1040,11 @@ class DifyClient:
         if 200 <= status < 300:
             try:
                 record = _protocol.parse_run(status, headers, body)
-            finally:  # a record, or Dify <= 1.12's 200 with a null id: Dify answered
-                self._contacted = True
+            except RunNotFoundError:
+                self._contacted = True  # Dify <= 1.12's 200 with a null id
+                raise
+            # Not for a 200 that is no run record: a wrong base URL may serve web pages.
+            self._contacted = True
             self.retry_budget.refund()
             return record
         error = _protocol.api_error(status, headers, body)

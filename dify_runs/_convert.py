@@ -201,6 +201,7 @@ def _structure_usual_run(
         try:
             created_at = datetime.fromtimestamp(created, _UTC)
             finished_at = None if finished is None else datetime.fromtimestamp(finished, _UTC)
+            elapsed_time = 0.0 if elapsed is None else float(elapsed)
         except (OverflowError, OSError, ValueError):
             return generated(payload, cls)
         return WorkflowRun(
@@ -214,7 +215,7 @@ def _structure_usual_run(
             total_tokens=tokens or 0,
             created_at=created_at,
             finished_at=finished_at,
-            elapsed_time=0.0 if elapsed is None else float(elapsed),
+            elapsed_time=elapsed_time,
         )
 
     return structure

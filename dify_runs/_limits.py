@@ -145,7 +145,7 @@ class AdaptiveLimiter:
         self._last_start = now
         starts = self._starts
         starts.append(now)
-        while starts[0] <= now - self.interval:
+        while starts and starts[0] <= now - self.interval:
             starts.popleft()
         return in_flight
 

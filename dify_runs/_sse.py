@@ -84,7 +84,7 @@ class EventDecoder:
 
     @property
     def pending(self) -> int:
-        """Size of the event being received so far (its data lines and a partial line)."""
+        """Bytes of the event being received so far: its data lines, and a partial line."""
         return self._size + self._lines.pending
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
@@ -107,7 +107,7 @@ class EventDecoder:
         value = value.removeprefix(" ")
         if name == "data":
             self._data.append(value)
-            self._size += len(value)
+            self._size += len(value.encode()) + 1  # as sent: UTF-8, and its line ending
         elif name == "event":
             self._event = value
         return None

@@ -94,6 +94,13 @@ def test_pending_counts_only_the_event_being_received() -> None:
     """What a decoder holds is the unfinished event; a dispatched one is gone from it."""
     decoder = EventDecoder()
     assert decoder.feed(b"data: 12345\ndata: 678") == []
-    assert decoder.pending == len("12345") + len("data: 678")
+    assert decoder.pending == len("12345\n") + len("data: 678")
     assert decoder.feed(b"\n\n") == [ServerSentEvent(None, "12345\n678")]
     assert decoder.pending == 0
+
+
+def test_pending_counts_bytes_and_empty_data_lines() -> None:
+    """Empty data lines and multi-byte characters count as sent, so no event grows unseen."""
+    decoder = EventDecoder()
+    decoder.feed(b"data\n" * 1000 + "data: é\n".encode())
+    assert decoder.pending == 1000 + len("é\n".encode())

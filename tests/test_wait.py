@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import aclosing
 
 import pytest
+from aiohttp import web
 
 from dify_runs import (
     ClientClosedError,
@@ -19,6 +20,7 @@ from dify_runs import (
     RunFailedError,
     RunNotFoundError,
     RunStatus,
+    UnexpectedResponseError,
     WaitTimeoutError,
     WorkflowRun,
     wait_for_run,
@@ -26,6 +28,8 @@ from dify_runs import (
     watch_run,
 )
 from dify_runs.testing import FakeDify, Fault, VirtualClock
+
+from .conftest import Serve
 
 MakeClient = Callable[..., DifyClient]
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -501,3 +505,17 @@ async def test_cancelling_the_last_waiter_cuts_its_poll(
             break
         await asyncio.sleep(0)
     assert client.limiter.in_flight == 0
+
+
+async def test_a_base_url_serving_web_pages_fails_the_wait_at_once(serve: Serve) -> None:
+    """A 200 web page where the run record should be is not Dify answering: no riding it out."""
+    requests: list[str] = []
+
+    async def web_page(request: web.Request) -> web.Response:
+        requests.append(request.path)
+        return web.Response(text="<html>Welcome</html>", content_type="text/html")
+
+    async with DifyClient("k", base_url=await serve(web_page), max_retries=0) as client:
+        with pytest.raises(UnexpectedResponseError):
+            await client.wait_for_run(MISSING, timeout=5)  # riding it out: a WaitTimeoutError
+    assert len(requests) == 1
