@@ -287,3 +287,109 @@ def test_try_start_keeps_the_ceiling_over_a_limit_set_above_it() -> None:
     limiter = AdaptiveLimiter(max_concurrency=2)
     limiter.limit = 5.0
     assert [limiter.try_start(0.0) for _ in range(3)] == [1, 2, None]
+
+
+# -- the documented arithmetic, step by step ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rtt", "busy", "expected"),
+    [
+        (0.0100, 10, 11.0),  # no queue, slow start: one more per answer (doubles per round)
+        (0.0105, 10, 11.0),  # under one queued: still slow start
+        (0.0125, 10, 10.1),  # 2 queued (< alpha): one more per round trip
+        (0.0200, 10, 10.0),  # 5 queued (alpha..beta): holds
+        (0.1000, 10, 9.85),  # 9 queued (> beta): sheds half the excess, 1.5, per round trip
+        (0.0500, 10, 9.9),  # 8 queued: the excess is 2, and at least 1 is shed per round trip
+        (0.1000, 4, 9.85),  # 4 in flight of 10 is using the limit: latency counts
+        (0.1000, 3, 10.0),  # 3 in flight of 10 is not: latency says nothing of the limit
+    ],
+)
+def test_vegas_steps(rtt: float, busy: int, expected: float) -> None:
+    """Each answer moves the limit by the rule of the module docstring, floor 10 ms, limit 10."""
+    limiter = AdaptiveLimiter(max_concurrency=64)
+    limiter.floor, limiter.limit, limiter.in_flight = 0.010, 10.0, busy
+    limiter.finished(1.0, rtt, in_flight=busy)
+    assert limiter.limit == pytest.approx(expected)
+
+
+def test_slow_start_ends_at_the_first_queue() -> None:
+    """Once latency showed a queue, a quiet answer adds one per round trip, not one per answer."""
+    limiter = AdaptiveLimiter(max_concurrency=64)
+    limiter.floor, limiter.limit, limiter.in_flight = 0.010, 10.0, 10
+    limiter.finished(1.0, 0.0125, in_flight=10)  # 2 queued: no longer slow start
+    limiter.in_flight = 10
+    limiter.finished(1.1, 0.010, in_flight=10)
+    assert limiter.limit == pytest.approx(10.1 + 1 / 10.1)
+
+
+def test_slow_start_stops_at_the_ceiling() -> None:
+    """Growth never passes max_concurrency."""
+    limiter = AdaptiveLimiter(max_concurrency=64)
+    limiter.floor, limiter.limit, limiter.in_flight = 0.010, 63.5, 64
+    limiter.finished(1.0, 0.010, in_flight=64)
+    assert limiter.limit == 64.0
+
+
+def _hundred_a_second(limiter: AdaptiveLimiter, second: int) -> None:
+    """One second of requests sent at 100/s, each answered at once without overload."""
+    for i in range(100):
+        now = second + i / 100
+        limiter.finished(now, 0.01, in_flight=limiter.started(now))
+
+
+def test_a_first_sign_of_overload_paces_at_70_percent_of_what_was_sent() -> None:
+    """A 429 among many good answers: the pace is 70 % of the 100/s sent, the limit 70 %."""
+    limiter = AdaptiveLimiter(interval=1.0)
+    limiter.limit = 20.0
+    for i in range(100):
+        limiter.started(i / 100)
+    for i in range(24):
+        limiter.finished(1.0 + i / 1000, None, in_flight=5)
+    limiter.finished(1.03, None, in_flight=5, overloaded=True)
+    assert limiter.pace == pytest.approx(70.0)  # 1 in 25 refused: 96/s got through, 70 % is less
+    assert limiter.limit == pytest.approx(14.0)
+
+
+def test_pace_recovers_fast_to_the_back_off_then_by_ten_percent() -> None:
+    """Quiet intervals bring the pace halfway back to 96/s each, then 10 % up each, then lift it."""
+    limiter = AdaptiveLimiter(interval=1.0)
+    for i in range(100):
+        limiter.started(i / 100)
+    for i in range(24):
+        limiter.finished(1.0 + i / 1000, None, in_flight=5)
+    limiter.finished(1.03, None, in_flight=5, overloaded=True)  # pace 70, from 96 through
+    paces = []
+    for second in range(2, 13):
+        _hundred_a_second(limiter, second)
+        paces.append(limiter.pace)
+    assert paces[:4] == pytest.approx([83.0, 91.3, 100.43, 110.473])
+    assert paces[-1] is None  # above twice the 100/s sent: no longer needed
+
+
+@pytest.mark.parametrize(
+    ("refused", "backs_off"),
+    [
+        (45, True),  # 120 sent, 75 through: 20 % more sent, under 10 % more through
+        (36, False),  # 120 sent, 84 through: what gets through follows what is sent
+    ],
+)
+def test_more_sent_and_no_more_through_backs_off(refused: int, backs_off: bool) -> None:
+    """A rationing server lets the same through however many are sent: then the pace falls."""
+    limiter = AdaptiveLimiter(interval=1.0)
+
+    def second(start: int, sent: int, refused: int) -> None:
+        for i in range(sent):
+            now = start + i / sent
+            overloaded = i % sent < refused
+            limiter.finished(now, 0.01, in_flight=limiter.started(now), overloaded=overloaded)
+
+    second(0, 100, 0)
+    limiter.finished(0.999, None, in_flight=1, overloaded=True)  # a pace to start from
+    second(1, 100, 30)  # 100 sent, 70 through
+    second(2, 120, refused)
+    before = limiter.pace
+    assert before is not None
+    limiter.finished(3.0, 0.01, in_flight=limiter.started(3.0))  # the interval is over
+    assert limiter.pace is not None
+    assert (limiter.pace < before) is backs_off
