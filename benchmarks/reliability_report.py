@@ -19,6 +19,7 @@ def main() -> None:
     source = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "benchmarks" / "reliability.json")
     figures = json.loads(source.read_text())
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    waits = figures.get("fault_matrix_default", {}).get("waits", "?")
     lines = [
         "# Reliability",
         "",
@@ -29,10 +30,10 @@ def main() -> None:
         "",
         "## Fault matrix",
         "",
-        "500 concurrent `wait_for_runs` waits on simulated runs (seeded), while about 30 % of the",
-        "answers are faulted: 502 and 503 with HTML pages, 500 with Dify's JSON, 429 with and",
-        "without `Retry-After`, connection resets, truncated bodies, invalid JSON, and stalls",
-        "longer than the 0.5 s request timeout. Once with the default retry budget, once with an",
+        f"{waits} concurrent `wait_for_runs` waits on simulated runs (seeded), while about 30 %",
+        "of the answers are faulted: 502 and 503 with HTML pages, 500 with Dify's JSON, 429 with",
+        "and without `Retry-After`, connection resets, truncated bodies, invalid JSON, and stalls",
+        "longer than the 0.3 s request timeout. Once with the default retry budget, once with an",
         "ample one.",
         "",
         "| figure | default budget | ample budget |",
