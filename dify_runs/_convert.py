@@ -139,18 +139,11 @@ def _structure_json_object(value: Any, _: type) -> dict[str, Any]:
 
 
 def _usual_object(value: Any) -> dict[str, Any] | None:
-    """An ``inputs`` or ``outputs`` value of the usual shapes as a dict; None for any other."""
-    if type(value) is dict:
-        return value
-    if value is None:
-        return {}
-    if type(value) is str:
-        try:
-            value = orjson.loads(value)
-        except ValueError:
-            return None
-        return value if type(value) is dict else None
-    return None
+    """An ``inputs`` or ``outputs`` value as :func:`_structure_json_object` reads it, or None."""
+    try:
+        return _structure_json_object(value, dict)
+    except (TypeError, ValueError):
+        return None
 
 
 def _usual_number(value: Any) -> bool:

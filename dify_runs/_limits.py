@@ -140,14 +140,7 @@ class AdaptiveLimiter:
             return None
         if (self.pace is not None or self.rate_limit is not None) and self.start_delay(now) > 0:
             return None
-        # What started() does, inline: one call less on the path of every request.
-        self.in_flight = in_flight = in_flight + 1
-        self._last_start = now
-        starts = self._starts
-        starts.append(now)
-        while starts and starts[0] <= now - self.interval:
-            starts.popleft()
-        return in_flight
+        return self.started(now)
 
     @property
     def last_start(self) -> float:
