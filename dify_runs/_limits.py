@@ -124,23 +124,11 @@ class AdaptiveLimiter:
         return self.start_delay(now) <= 0
 
     def try_start(self, now: float) -> int | None:
-        """Start a request if one may start at ``now``; return what :meth:`started` would.
+        """Start a request if one may start at ``now``; return what :meth:`started` returns.
 
-        The same as :meth:`may_start` then :meth:`started`, in one call: this is the
-        path every request takes. Returns None when it may not start.
+        :meth:`may_start` then :meth:`started`, in one call. Returns None when it may not start.
         """
-        probe = self._next_probe
-        if probe is not None and now >= probe and not self._probing:
-            self._probing = True
-        in_flight = self.in_flight
-        # Exactly `in_flight >= window`, without the property's arithmetic.
-        if in_flight >= 1 and (
-            self._probing or in_flight >= self.max_concurrency or in_flight + 1 > self.limit
-        ):
-            return None
-        if (self.pace is not None or self.rate_limit is not None) and self.start_delay(now) > 0:
-            return None
-        return self.started(now)
+        return self.started(now) if self.may_start(now) else None
 
     @property
     def last_start(self) -> float:
@@ -330,7 +318,6 @@ class Gate:
         self._sleep = sleep
         self._queue: collections.deque[asyncio.Future[Ticket]] = collections.deque()
         self._pacer: asyncio.Task[None] | None = None
-        self._paced_after = -math.inf  # the last start when the pacer was set
         self._closed = False
 
     @property
@@ -394,18 +381,10 @@ class Gate:
         self.limiter.finished(self._clock(), None, in_flight=ticket.in_flight, answered=False)
         self._pump()
 
-    def _pump(self, *, paced: bool = False) -> None:
+    def _pump(self) -> None:
         while self._queue:
             now = self._clock()
-            # After the pacer slept the pace's gap, the head goes whatever the clock says
-            # (an injected sleep need not move the injected clock).
-            if (
-                paced
-                and self.limiter.in_flight < self.limiter.window
-                and self.limiter.last_start == self._paced_after  # nobody started since
-            ):
-                paced = False
-            elif not self.limiter.may_start(now):
+            if not self.limiter.may_start(now):
                 delay = self.limiter.start_delay(now)
                 if delay > 0 and self.limiter.in_flight < self.limiter.window:
                     self._pace_in(delay)
@@ -416,13 +395,12 @@ class Gate:
 
     def _pace_in(self, delay: float) -> None:
         if not self._closed and (self._pacer is None or self._pacer.done()):
-            self._paced_after = self.limiter.last_start
             self._pacer = asyncio.get_running_loop().create_task(self._pace(delay))
 
     async def _pace(self, delay: float) -> None:
         await self._sleep(delay)
         self._pacer = None
-        self._pump(paced=True)
+        self._pump()
 
     async def aclose(self) -> None:
         """Refuse new requests, fail the ones still waiting, and stop the pacer task."""

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -38,9 +37,9 @@ from ._errors import DifyAPIError, DifyConnectionError, DifyError
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
 from ._protocol import structure_run
-from ._retry import RetryBudget, RetryRule
 from ._scheduler import Scheduler
 from ._sse import ServerSentEvent
+from ._transport import Transport
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
@@ -73,13 +72,6 @@ _DEFER_EVERY = 30.0
 HEALTHY_STREAM = 60.0
 #: Streams in a row that fail or end early before the run goes back to polling.
 MAX_STREAM_FAILURES = 3
-
-#: Opens a run's event stream (run id, user, with the state snapshot, seconds left
-#: before the earliest deadline or None) and gives its events.
-OpenStream = Callable[
-    [str, str, bool, "float | None"],
-    AbstractAsyncContextManager[AsyncIterator[ServerSentEvent]],
-]
 
 
 @attrs.define
@@ -172,32 +164,23 @@ class RunListener:
         policy: The entry's poll policy (with the run id, the entry's key).
         scheduler: The client's scheduler.
         book: The client's :class:`StreamBook`.
-        open_stream: Opens the run's event stream.
-        rule: The retry rule that spaces reconnects.
-        budget: The client's retry budget.
-        clock: Clock in seconds.
-        sleep: Coroutine function that sleeps.
-        random: Source of floats in [0, 1).
+        transport: The client's request path (streams connect through it, and
+            reconnects are spaced by its retry rule).
     """
 
     # One per listening wait, a thousand at once: no instance dict.
     __slots__ = (
         "_book",
-        "_budget",
-        "_clock",
         "_closed",
         "_deferred",
         "_final",
         "_nodes",
-        "_open_stream",
         "_poll_now",
-        "_random",
         "_record",
         "_replayed",
-        "_rule",
         "_scheduler",
-        "_sleep",
         "_task",
+        "_transport",
         "policy",
         "run_id",
         "user",
@@ -211,24 +194,14 @@ class RunListener:
         policy: PollPolicy,
         scheduler: Scheduler,
         book: StreamBook,
-        open_stream: OpenStream,
-        rule: RetryRule,
-        budget: RetryBudget,
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[Any]],
-        random: Callable[[], float],
+        transport: Transport,
     ) -> None:
         self.run_id = run_id
         self.user = user
         self.policy = policy
         self._scheduler = scheduler
         self._book = book
-        self._open_stream = open_stream
-        self._rule = rule
-        self._budget = budget
-        self._clock = clock
-        self._sleep = sleep
-        self._random = random
+        self._transport = transport
         self._record: WorkflowRun | None = None
         self._final: WorkflowRun | None = None
         self._poll_now = False
@@ -282,9 +255,20 @@ class RunListener:
         self._scheduler.unlisten(self.run_id, self.policy)
 
     async def _follow(self) -> None:
+        try:
+            await self._follow_stream()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Whatever escapes the stream, the run must not be left without a driver.
+            logger.exception("run %s: the event stream failed unexpectedly", self.run_id)
+            self._fall_back("its event stream failed unexpectedly")
+
+    async def _follow_stream(self) -> None:
+        transport = self._transport
         failures = 0
         while not self._closed:
-            started = self._clock()
+            started = transport.clock()
             try:
                 ended = await self._listen_once()
             except DifyError as error:
@@ -302,22 +286,22 @@ class RunListener:
                     # pause that does not end it, starts a new stream).
                     self._task = None
                     return
-                if self._clock() - started >= HEALTHY_STREAM:
+                if transport.clock() - started >= HEALTHY_STREAM:
                     failures = 0
                     continue  # Dify's idle close: connect again at once
                 failure = DifyConnectionError("the event stream ended without a final event")
-            decision = self._rule.decide(
+            decision = transport.rule.decide(
                 failure,
                 attempt=failures,
-                budget=self._budget,
-                now=self._clock(),
-                draw=self._random(),
+                budget=transport.retry_budget,
+                now=transport.clock(),
+                draw=transport.random(),
             )
             failures += 1
             if not decision.retry or failures >= MAX_STREAM_FAILURES:
                 self._fall_back(f"the event stream failed {failures} times ({failure})")
                 return
-            await self._sleep(decision.delay)
+            await transport.sleep(decision.delay)
 
     async def _listen_once(self) -> bool:
         """Follow one stream until it ends; return True after a final event."""
@@ -325,23 +309,19 @@ class RunListener:
         assert record is not None  # noqa: S101 - the first poll comes first
         snapshot = record.status is not RunStatus.PAUSED
         self._replayed = 0
-        self._scheduler.hold()  # the timekeeper waits for the answer, as for a poll
-        held = True
-        try:
-            time_left = self._scheduler.time_left(self.run_id, self.policy)
-            async with self._open_stream(self.run_id, self.user, snapshot, time_left) as events:
-                self._scheduler.unhold()
-                held = False
-                if snapshot:  # the snapshot re-checks the run: the safety poll can wait
-                    self._postpone_safety_poll()
-                self._book.connected += 1
-                try:
-                    return await self._read(events)
-                finally:
-                    self._book.connected -= 1
-        finally:
-            if held:
-                self._scheduler.unhold()
+        time_left = self._scheduler.time_left(self.run_id, self.policy)
+        query = {"user": self.user}
+        if snapshot:
+            query["include_state_snapshot"] = "true"
+        path = f"workflow/{self.run_id}/events"
+        async with self._transport.stream(path, query, time_left) as events:
+            if snapshot:  # the snapshot re-checks the run: the safety poll can wait
+                self._postpone_safety_poll()
+            self._book.connected += 1
+            try:
+                return await self._read(events)
+            finally:
+                self._book.connected -= 1
 
     async def _read(self, events: AsyncIterator[ServerSentEvent]) -> bool:
         async for event in events:
@@ -368,7 +348,7 @@ class RunListener:
         return False
 
     def _postpone_safety_poll(self) -> None:
-        now = self._clock()
+        now = self._transport.clock()
         if now - self._deferred >= _DEFER_EVERY:
             self._deferred = now
             self._scheduler.defer(self.run_id, self.policy, SAFETY_POLL)

@@ -40,7 +40,6 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "LOG_STATUSES",
     "NOT_AN_API_ROUTE",
-    "RETRYABLE_STATUSES",
     "LogPage",
     "api_error",
     "canonical_run_id",
@@ -62,9 +61,6 @@ DEFAULT_BASE_URL = "https://api.dify.ai/v1"
 
 #: A UUID already in the form ``str(uuid.UUID(...))`` gives.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-#: Statuses worth another try of an idempotent request.
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 _ERRORS_BY_STATUS: dict[int, type[DifyAPIError]] = {
     400: BadRequestError,

@@ -12,8 +12,8 @@ The rule:
   JSON at all (a proxy's page, a cut body). Everything else (400, 401, 403,
   404, a record with wrong field types) is final at once.
 - The delay is capped exponential backoff with jitter that only shortens it,
-  never shorter than the server's ``Retry-After`` (capped at
-  :data:`MAX_RETRY_AFTER`).
+  never shorter than the server's ``Retry-After`` on any retryable status
+  (capped at :data:`MAX_RETRY_AFTER`).
 - Every retry is paid from the client's :class:`RetryBudget` (a transport
   failure costs more than an error answer; a success refunds a token), so a
   failing server is not hammered by thousands of waits at once.
@@ -31,6 +31,7 @@ from ._errors import (
     RateLimitError,
     UnexpectedResponseError,
 )
+from ._protocol import parse_retry_after
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -63,8 +64,16 @@ def is_transient(error: DifyError) -> bool:
 
 
 def retry_hint(error: DifyError) -> float:
-    """Return the server's ``Retry-After`` for ``error`` in seconds, capped; 0 when none."""
+    """Return the server's ``Retry-After`` for ``error`` in seconds, capped; 0 when none.
+
+    Read on every retryable status (a proxy sends it with 503, and 408 or 5xx may
+    carry it too), in seconds or as an HTTP date.
+    """
+    if not isinstance(error, DifyAPIError) or error.status not in RETRYABLE_STATUSES:
+        return 0.0
     hint = error.retry_after if isinstance(error, RateLimitError) else None
+    if hint is None:
+        hint = parse_retry_after(error.headers.get("Retry-After"))
     return 0.0 if hint is None else min(hint, MAX_RETRY_AFTER)
 
 

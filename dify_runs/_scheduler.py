@@ -9,11 +9,10 @@ attached to an *entry*, one per (run, poll policy): 1,000 waits on 10 runs are
   is *then* due earliest (so when demand exceeds what the server takes, polls
   are served earliest-due first: lag grows evenly, nobody starves);
 - the timekeeper ends waits at their deadlines. A poll's time limit is cut at
-  its waiters' latest deadline (its answer would serve nobody later); the
-  deadlines such a poll covers are parked until it ends (it ends them), and
-  the timekeeper sleeps only for the others.
-  (So a :class:`~dify_runs.testing.VirtualClock`, which moves only when
-  everything sleeps, does not jump while a lone wait's request is on the wire.)
+  its waiters' latest deadline (its answer would serve nobody later).
+
+Both run on the event loop's own time: no sleep reaches past a deadline, and
+nothing here knows of virtual clocks (tests get virtual time from the loop).
 
 A poll in flight is a task until its answer arrives (as many as the gate
 admits); nothing else holds a task per run. A failed poll is retried by the
@@ -46,12 +45,6 @@ logger = logging.getLogger("dify_runs")
 
 #: Longest random offset of a first poll when many waits start together, in seconds.
 FIRST_POLL_SPREAD = 1.0
-
-#: Real seconds the dispatcher and timekeeper wait for a listener's request
-#: (a stream connecting, a poll it asked for) before sleeping on the clock: a
-#: loopback connect under load fits in it, and a stalled one delays other polls
-#: by at most about the poll policy's first interval.
-HOLD_GRACE = 1.0
 
 #: One poll attempt for a run id, holding an admitted ticket (which it gives back),
 #: with a time limit in seconds; it returns the record and the body it was read from.
@@ -114,7 +107,6 @@ class _Entry:
     """
 
     __slots__ = (
-        "cut_at",
         "due",
         "failures",
         "last_body",
@@ -139,7 +131,6 @@ class _Entry:
         self.last_record: WorkflowRun | None = None
         self.last_error: DifyError | None = None
         self.task: asyncio.Task[None] | None = None
-        self.cut_at: float | None = None  # the poll on the wire ends by then (a deadline)
         self.listener: Listener | None = None
 
     @property
@@ -200,13 +191,6 @@ class Scheduler:
         self._deadline_wake: asyncio.Future[None] | None = None
         self._polling: set[asyncio.Task[None]] = set()
         self._dispatching_at = -math.inf  # what the dispatcher sleeps until (inf: a wake)
-        # Deadlines whose run's poll is on the wire and cut at them: the poll ends them.
-        self._parked: dict[_Entry, list[tuple[float, int, Waiter, _Entry]]] = {}
-        # Work a listener started (a stream connecting, a poll asked for now): while
-        # any is pending, the dispatcher and the timekeeper give it up to
-        # HOLD_GRACE of real time before sleeping on the clock (see _await_holds).
-        self._holds = 0
-        self._soon: set[_Entry] = set()
         self._deadline_pushes = 0
         self._closed = False
 
@@ -285,8 +269,6 @@ class Scheduler:
         if self._entries.get(key) is entry:
             del self._entries[key]
         # Its due time stays: it is its place in the heap (skipped there, having no waiter).
-        self._parked.pop(entry, None)
-        self._soon.discard(entry)
         entry.last_body = entry.last_record = entry.last_error = None  # keep a dead one small
         task, entry.task = entry.task, None
         if task is not None and task is not asyncio.current_task():
@@ -321,9 +303,6 @@ class Scheduler:
             return False
         when = self._clock() + delay
         if entry.due is None or when < entry.due:
-            if delay <= 0:
-                self._soon.add(entry)
-                _wake(self._deadline_wake)
             self._schedule(entry, when)
         return True
 
@@ -332,18 +311,6 @@ class Scheduler:
         entry = self._entries.get((run_id, policy))
         limit = None if entry is None else _earliest(entry)
         return None if limit is None else limit - self._clock()
-
-    def hold(self) -> None:
-        """Note work on the wire outside a poll (a stream connecting); :meth:`unhold` ends it."""
-        self._holds += 1
-        _wake(self._deadline_wake)
-        _wake(self._poll_wake)
-
-    def unhold(self) -> None:
-        """End what :meth:`hold` noted."""
-        self._holds = max(0, self._holds - 1)
-        _wake(self._deadline_wake)
-        _wake(self._poll_wake)
 
     def defer(self, run_id: str, policy: PollPolicy, delay: float) -> None:
         """Move the run's next poll to ``delay`` seconds from now, if it was due sooner."""
@@ -381,7 +348,6 @@ class Scheduler:
             return None
         entry = heapq.heappop(self._due)[2]
         entry.due = None
-        self._soon.discard(entry)
         return entry
 
     def _next_due(self) -> float | None:
@@ -394,32 +360,16 @@ class Scheduler:
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
-        slept_until = -math.inf
         while True:
             when = self._next_due()
-            # A sleep that ran its course counts as time passed, whatever the clock says
-            # (an injected sleep need not move the injected clock).
-            now = max(self._clock(), slept_until)
-            if when is None or when > now:
-                # Never sleep past a waiter's deadline: a virtual clock, which jumps to the
-                # earliest sleeper, must stop there for the timekeeper.
-                # (With nothing due it sleeps on no clock at all: polls may be on the wire.)
-                wake = self._next_deadline_after(now)
-                until = when if when is None or wake is None or when <= wake else wake
+            if when is None or when > self._clock():
                 self._poll_wake = loop.create_future()
-                if await self._await_holds(self._poll_wake):
-                    continue
-                self._dispatching_at = math.inf if until is None else until
-                slept = await self._sleep_until(until, self._poll_wake)
+                self._dispatching_at = math.inf if when is None else when
+                await self._sleep_until(when, self._poll_wake)
                 self._dispatching_at = -math.inf
-                if slept:
-                    if until == when:
-                        slept_until = when if when is not None else slept_until
-                    else:
-                        _wake(self._deadline_wake)  # woke at a deadline: the timekeeper's turn
                 continue
             ticket = await self._gate.acquire()
-            now = max(self._clock(), slept_until)
+            now = self._clock()
             entry = self._pop_due(now)
             if entry is None:
                 self._gate.give_back(ticket)
@@ -434,30 +384,12 @@ class Scheduler:
             # of its waiters. Earlier ones end at theirs while it goes on for the others.
             limit = _latest(entry)
             time_limit = self._request_timeout
-            entry.cut_at = None
             if limit is not None and limit - now < time_limit:
-                time_limit, entry.cut_at = limit - now, limit
+                time_limit = limit - now
             entry.task = task = loop.create_task(self._poll(entry, ticket, time_limit))
             self._polling.add(task)
             # A poll cancelled before it ran never reached the code that gives its ticket back.
-            task.add_done_callback(functools.partial(self._poll_done, ticket=ticket, entry=entry))
-            _wake(self._deadline_wake)  # the timekeeper parks the deadlines this poll covers
-
-    async def _await_holds(self, wake: asyncio.Future[None]) -> bool:
-        """While a listener's request is out, wait for ``wake`` up to :data:`HOLD_GRACE`.
-
-        An injected clock (a virtual one) may jump as soon as everything sleeps
-        on it, even with a request on the wire; a short real-time grace keeps
-        it still while a stream connects, and is too short to starve polls or
-        deadlines when a connect is slow.
-
-        Returns:
-            True when ``wake`` was set (look again), False to go on and sleep.
-        """
-        if not (self._holds or self._soon):
-            return False
-        done, _ = await asyncio.wait([wake], timeout=HOLD_GRACE)
-        return bool(done)
+            task.add_done_callback(functools.partial(self._poll_done, ticket=ticket))
 
     async def _sleep_until(self, when: float | None, wake: asyncio.Future[None]) -> bool:
         """Sleep until ``when`` (forever if None), or until ``wake`` is set.
@@ -497,19 +429,11 @@ class Scheduler:
         finally:
             if entry.task is asyncio.current_task():
                 entry.task = None
-            self._unpark(entry)  # before the answer is handled, so the next sleeps see them
         self._got(entry, record, body)
 
-    def _poll_done(self, task: asyncio.Task[None], *, ticket: Ticket, entry: _Entry) -> None:
+    def _poll_done(self, task: asyncio.Task[None], *, ticket: Ticket) -> None:
         self._polling.discard(task)
         self._gate.give_back(ticket)  # a no-op when the poll gave it back itself
-        self._unpark(entry)  # (a poll cancelled before it ran did not)
-        _wake(self._deadline_wake)  # the timekeeper looks again after every poll
-
-    def _unpark(self, entry: _Entry) -> None:
-        """Put back the deadlines a poll of ``entry`` covered: it has ended."""
-        for item in self._parked.pop(entry, ()):
-            heapq.heappush(self._deadlines, item)
 
     def _cut(self, entry: _Entry) -> None:
         """A poll was cut at its waiters' deadline: end the waits due, poll on for any other."""
@@ -597,33 +521,13 @@ class Scheduler:
                 deadline, _, waiter, entry = heap[0]
                 if waiter not in entry.waiters:
                     heapq.heappop(heap)  # settled or gone before its deadline
-                elif _covered(entry, deadline):
-                    # Its run's poll on the wire is cut by then and will end it: no sleep for
-                    # it (a virtual clock must not jump while that request is out).
-                    self._parked.setdefault(entry, []).append(heapq.heappop(heap))
                 elif deadline <= now:
                     heapq.heappop(heap)
                     self._expire(waiter, entry)
                 else:
                     break
-            when = heap[0][0] if heap else None
             self._deadline_wake = loop.create_future()
-            if self._polling and when is not None:
-                # While requests are on the wire, time them on the event loop's own clock:
-                # an injected virtual clock would jump past them (it moves only when all
-                # sleeps), and with the real clock the two agree.
-                await asyncio.wait([self._deadline_wake], timeout=max(0.0, when - now))
-            elif not await self._await_holds(self._deadline_wake):
-                await self._sleep_until(when, self._deadline_wake)
-
-    def _next_deadline_after(self, now: float) -> float | None:
-        """The earliest waiter's deadline if it is after ``now`` (perhaps of a settled wait).
-
-        A deadline already past waits for its run's poll to end, which wakes the timekeeper.
-        """
-        if self._deadlines and self._deadlines[0][0] > now:
-            return self._deadlines[0][0]
-        return None
+            await self._sleep_until(heap[0][0] if heap else None, self._deadline_wake)
 
     def _expire(self, waiter: Waiter, entry: _Entry) -> None:
         if waiter not in entry.waiters:
@@ -650,7 +554,6 @@ class Scheduler:
         self._dispatcher = self._timekeeper = None
         self._due.clear()
         self._deadlines.clear()
-        self._parked.clear()
 
 
 #: Once the client has had an answer from Dify, a wait retries its polls as
@@ -665,11 +568,6 @@ def _copy(error: BaseException) -> BaseException:
         return error
     twin.__cause__ = error.__cause__
     return twin
-
-
-def _covered(entry: _Entry, deadline: float) -> bool:
-    """Whether the poll on the wire for ``entry`` ends by ``deadline`` (it is cut by then)."""
-    return entry.task is not None and entry.cut_at is not None and deadline >= entry.cut_at
 
 
 def _earliest(entry: _Entry) -> float | None:

@@ -21,6 +21,7 @@ marker, which wins::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ import attrs
 import pytest
 
 from ._client import DifyClient
-from .testing import FakeDify, VirtualClock
+from .testing import FakeDify, VirtualClock, virtual_time
 
 __all__ = ["dify_client", "dify_clock", "fake_dify"]
 
@@ -110,15 +111,22 @@ def _async_fixture(function: Callable[..., Any]) -> Any:
     return pytest_asyncio.fixture(function)
 
 
-@pytest.fixture
-def dify_clock() -> VirtualClock:
-    """A :class:`~dify_runs.testing.VirtualClock`; the one ``fake_dify`` uses when virtual.
+@_async_fixture
+async def dify_clock(request: pytest.FixtureRequest) -> AsyncIterator[VirtualClock]:
+    """Virtual time for this test, and a :class:`~dify_runs.testing.VirtualClock` reading it.
 
-    With ``dify_virtual_clock = true`` (or ``@pytest.mark.dify(virtual_clock=True)``),
-    runs advance, and ``dify_client`` waits, in this clock's time: a one-hour run
-    finishes in milliseconds.
+    A test that asks for it (or whose ``fake_dify`` is configured with a
+    virtual clock) runs its event loop on virtual time (looptime): every sleep
+    and timeout returns as soon as nothing else can run, so a one-hour run
+    finishes in milliseconds while deadlines hold exactly, and ``fake_dify``
+    dates its runs by this clock. Otherwise the clock is not bound to the loop.
     """
-    return VirtualClock()
+    wanted = "dify_clock" in inspect.signature(request.function).parameters
+    if not (wanted or _settings(request).virtual_clock):
+        yield VirtualClock()
+        return
+    with virtual_time() as clock:
+        yield clock
 
 
 @_async_fixture
@@ -136,21 +144,16 @@ async def fake_dify(
         "required_inputs": settings.required_inputs,
     }
     if settings.virtual_clock:
-        options.update(clock=dify_clock.now, sleep=dify_clock.sleep)
+        options.update(clock=dify_clock.now)
     async with FakeDify(**options) as fake:
         yield fake
 
 
 @_async_fixture
-async def dify_client(
-    request: pytest.FixtureRequest, fake_dify: FakeDify, dify_clock: VirtualClock
-) -> AsyncIterator[DifyClient]:
+async def dify_client(fake_dify: FakeDify) -> AsyncIterator[DifyClient]:
     """A :class:`~dify_runs.DifyClient` connected to ``fake_dify``, closed afterwards.
 
-    On the virtual clock too when ``fake_dify`` is.
+    It runs on the event loop's time, virtual when ``fake_dify``'s clock is.
     """
-    options: dict[str, Any] = {}
-    if _settings(request).virtual_clock:
-        options.update(clock=dify_clock.now, sleep=dify_clock.sleep)
-    async with DifyClient(fake_dify.api_key, base_url=fake_dify.base_url, **options) as client:
+    async with DifyClient(fake_dify.api_key, base_url=fake_dify.base_url) as client:
         yield client

@@ -17,7 +17,7 @@ from aiohttp import web
 from hypothesis import settings
 
 from dify_runs import DifyClient
-from dify_runs.testing import FakeDify, VirtualClock
+from dify_runs.testing import FakeDify, VirtualClock, virtual_time
 
 pytest_plugins = ["pytester"]
 
@@ -62,6 +62,14 @@ settings.register_profile("mutation", derandomize=True, database=None)  # .ci/mu
 settings.load_profile(FUZZ_PROFILE)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Mark the main thread's event loop as explicitly unset. Otherwise the first
+    # asyncio.get_event_loop() there (looptime's plugin calls it before every test, sync
+    # ones included) silently creates a loop that nobody closes, and the garbage collector
+    # reports "unclosed event loop" in whichever test it then runs (warnings are errors).
+    asyncio.set_event_loop(None)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Serve = Callable[..., Awaitable[str]]
 
@@ -99,9 +107,10 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 @pytest.fixture
-def vclock() -> VirtualClock:
-    """A virtual clock: sleeps on it return at once, in order."""
-    return VirtualClock()
+async def vclock() -> AsyncIterator[VirtualClock]:
+    """Virtual time for the test (looptime): sleeps return as soon as nothing else can run."""
+    with virtual_time() as clock:
+        yield clock
 
 
 @pytest.fixture

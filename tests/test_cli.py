@@ -21,7 +21,7 @@ from aiohttp import web
 from dify_runs import PollPolicy, RunStatus, SyncDifyClient, _demo, _scheduler, _wait
 from dify_runs import _cli as cli
 from dify_runs import _console as console
-from dify_runs.testing import DEFAULT_API_KEY, Fault, VirtualClock
+from dify_runs.testing import DEFAULT_API_KEY, Fault, virtual_time
 from dify_runs.testing._versions import VERSIONS
 from tests.fake_thread import FakeDifyThread, app_thread, fake_dify_thread
 
@@ -408,7 +408,12 @@ def test_simulate_serves_runs(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_demo_summary_is_truthful() -> None:
     """The demo (on a virtual clock) ends as scripted and compares honest request counts."""
     out, err = io.StringIO(), io.StringIO()
-    code = asyncio.run(_demo.demo(runs=8, longest=30, out=out, err=err, clock=VirtualClock()))
+
+    async def demo() -> int:
+        with virtual_time() as clock:
+            return await _demo.demo(runs=8, longest=30, out=out, err=err, clock=clock)
+
+    code = asyncio.run(demo())
     assert code == 0, err.getvalue() + out.getvalue()
     text = out.getvalue()
     assert "outcome" in text

@@ -410,7 +410,7 @@ async def test_owned_session_is_closed(fake: FakeDify) -> None:
     client = DifyClient(fake.api_key, base_url=fake.base_url)
     async with client:
         await client.get_run(fake.add_run())
-        session = client._session
+        session = client._transport._session
     assert session is not None
     assert session.closed
     assert client.closed

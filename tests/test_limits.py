@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 
-import attrs
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from dify_runs import AdaptiveLimiter, ConfigurationError
 from dify_runs._limits import Gate
@@ -187,9 +183,9 @@ def test_bad_ceilings_are_refused() -> None:
         AdaptiveLimiter(rate_limit=0)
 
 
-async def test_gate_admits_first_come_first_served() -> None:
+async def test_gate_admits_first_come_first_served(vclock: VirtualClock) -> None:
     """Beyond the window, requests wait their turn in order."""
-    clock = VirtualClock()
+    clock = vclock
     gate = Gate(AdaptiveLimiter(max_concurrency=1), clock.now, clock.sleep)
     first = await gate.acquire()
     order: list[int] = []
@@ -208,9 +204,9 @@ async def test_gate_admits_first_come_first_served() -> None:
     await gate.aclose()
 
 
-async def test_gate_cancelled_waiter_gives_its_turn_away() -> None:
+async def test_gate_cancelled_waiter_gives_its_turn_away(vclock: VirtualClock) -> None:
     """A request cancelled while queued leaves the queue and holds no slot."""
-    clock = VirtualClock()
+    clock = vclock
     limiter = AdaptiveLimiter(max_concurrency=1)
     gate = Gate(limiter, clock.now, clock.sleep)
     first = await gate.acquire()
@@ -225,61 +221,15 @@ async def test_gate_cancelled_waiter_gives_its_turn_away() -> None:
     await gate.aclose()
 
 
-async def test_gate_paces_on_the_injected_clock() -> None:
+async def test_gate_paces_on_the_injected_clock(vclock: VirtualClock) -> None:
     """With rate_limit=2, three requests take one virtual second, not one real second."""
-    clock = VirtualClock()
+    clock = vclock
     gate = Gate(AdaptiveLimiter(rate_limit=2.0), clock.now, clock.sleep)
     start = clock.now()
     for _ in range(3):
         gate.release(await gate.acquire())
     assert clock.now() - start == pytest.approx(1.0)
     await gate.aclose()
-
-
-@st.composite
-def _limiter_histories(draw: st.DrawFn) -> tuple[AdaptiveLimiter, list[tuple[str, float, float]]]:
-    # Binary fractions for times, so a start can fall exactly on a probe's due time.
-    limiter = AdaptiveLimiter(
-        max_concurrency=draw(st.integers(1, 12)),
-        rate_limit=draw(st.none() | st.sampled_from([4.0, 16.0, 64.0])),
-        initial=draw(st.sampled_from([1.0, 2.5, 4.0, 8.0])),
-        probe_interval=draw(st.sampled_from([0.25, 0.5, 1.0])),
-    )
-    if draw(st.booleans()):  # a limit set by hand, even beyond the ceiling
-        limiter.limit = draw(st.sampled_from([0.5, 1.5, 6.0, 20.0]))
-    steps = draw(
-        st.lists(
-            st.tuples(
-                st.sampled_from(["start", "start", "start", "finish", "overload"]),
-                st.sampled_from([0.0, 0.0625, 0.125, 0.25]),  # time step
-                st.sampled_from([0.001, 0.01, 0.05, 0.2]),  # latency
-            ),
-            max_size=150,
-        )
-    )
-    return limiter, steps
-
-
-@given(history=_limiter_histories())
-def test_try_start_is_may_start_then_started(
-    history: tuple[AdaptiveLimiter, list[tuple[str, float, float]]],
-) -> None:
-    """The fast path every request takes answers and counts exactly as the two-step path."""
-    fast, steps = history
-    slow = copy.deepcopy(fast)
-    now, flying = 0.0, []
-    for action, step, rtt in steps:
-        now += step
-        if action == "start":
-            expected = slow.started(now) if slow.may_start(now) else None
-            assert fast.try_start(now) == expected
-            if expected is not None:
-                flying.append(expected)
-        elif flying:
-            in_flight, overloaded = flying.pop(0), action == "overload"
-            for limiter in (fast, slow):
-                limiter.finished(now, rtt, in_flight=in_flight, overloaded=overloaded)
-        assert attrs.asdict(fast, recurse=False) == attrs.asdict(slow, recurse=False)
 
 
 def test_try_start_keeps_the_ceiling_over_a_limit_set_above_it() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import runpy
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +35,26 @@ USER_TESTS = {name: block for name, block in BLOCKS.items() if "fake_dify" in bl
 
 @pytest.fixture
 def virtual_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Clients and simulators that a program builds share one virtual clock.
+    """The programs run on virtual time, their simulators dated by the same clock.
 
-    The programs wait for runs of a second or two; on the virtual clock that takes
+    The programs wait for runs of a second or two; on virtual time that takes
     milliseconds, and nothing in the programs' text changes.
     """
     clock = VirtualClock()
-    timed = {"clock": clock.now, "sleep": clock.sleep}
+    real_run = asyncio.run
 
-    class DifyClient(dify_runs.DifyClient):
-        def __init__(self, *args: Any, **options: Any) -> None:
-            super().__init__(*args, **{**timed, **options})
+    def run(main: Coroutine[Any, Any, Any], **options: Any) -> Any:
+        async def on_virtual_time() -> Any:
+            with dify_runs.testing.virtual_time():
+                return await main
+
+        return real_run(on_virtual_time(), **options)
 
     class FakeDify(dify_runs.testing.FakeDify):
         def __init__(self, **options: Any) -> None:
-            super().__init__(**{**timed, **options})
+            super().__init__(**{"clock": clock.now, **options})
 
-    monkeypatch.setattr(dify_runs, "DifyClient", DifyClient)
+    monkeypatch.setattr(asyncio, "run", run)
     monkeypatch.setattr(dify_runs.testing, "FakeDify", FakeDify)
 
 

@@ -161,8 +161,18 @@ async def test_fault_matrix(budget: str, reliability_figures: dict[str, Any]) ->
     }
 
 
-async def instant_sleep(delay: float) -> None:
-    await asyncio.sleep(0)
+class InstantClock:
+    """A clock whose sleeps return at once, moving it on: backoffs and polls cost no time."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, delay: float) -> None:
+        self.time += max(0.0, delay)
+        await asyncio.sleep(0)
 
 
 async def sweep(
@@ -183,12 +193,14 @@ async def sweep(
     """
     points = 0
     for ticks in range(limit):
+        clock = InstantClock()
         client = DifyClient(
             fake.api_key,
             base_url=fake.base_url,
             rate_limit=None,
             max_concurrency=1,
-            sleep=instant_sleep,
+            clock=clock.now,
+            sleep=clock.sleep,
             **options,
         )
         async with client:
@@ -239,7 +251,9 @@ async def test_cancel_wait_for_run_everywhere(
         fake.clear_faults()
         fake.inject(Fault.rate_limit(), times=1)
         fake.inject(Fault.reset(), times=1)
-        return await wait_for_run(client, run_id, poll=PollPolicy(initial=0.01, maximum=0.01))
+        return await wait_for_run(
+            client, run_id, poll=PollPolicy(initial=0.01, maximum=0.01), timeout=None
+        )
 
     points = await sweep(
         operation, fake, name="cancel_wait_for_run", figures=reliability_figures, limit=3000
@@ -255,7 +269,10 @@ async def test_cancel_wait_for_runs_everywhere(
 
     async def operation(client: DifyClient) -> Any:
         return [
-            r async for r in wait_for_runs(client, ids, poll=PollPolicy(initial=0.01, maximum=0.01))
+            r
+            async for r in wait_for_runs(
+                client, ids, poll=PollPolicy(initial=0.01, maximum=0.01), timeout=None
+            )
         ]
 
     points = await sweep(

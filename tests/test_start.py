@@ -131,7 +131,7 @@ async def test_connect_failures_are_retried() -> None:
     async with DifyClient("k", base_url=base_url, sleep=sleep, max_retries=2) as client:
         with pytest.raises(DifyConnectionError):
             await client.start_run(inputs={}, user="u")
-    assert len(delays) == 2
+    assert len(delays) == 4  # two for GET parameters (a courtesy check), two for the POST
 
 
 async def test_workflow_id_selects_the_path(quick: FakeDify, make_client: MakeClient) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from dify_runs.testing import FakeDify, Fault, VirtualClock
+from dify_runs.testing import FakeDify, Fault, VirtualClock, virtual_time
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -336,7 +337,15 @@ def test_unknown_version() -> None:
 
 async def test_virtual_clock_orders_sleepers() -> None:
     """Sleepers wake in order of their deadlines, without real waiting."""
-    clock = VirtualClock(start=0)
+    began = time.monotonic()
+    with virtual_time(start=0) as clock:
+        woke = await _sleepers(clock)
+    assert woke == [("early", 1), ("mid", 60), ("late", 3600)]
+    assert time.monotonic() - began < 5
+
+
+async def _sleepers(clock: VirtualClock) -> list[tuple[str, float]]:
+    clock.now()  # the clock starts here
     woke: list[tuple[str, float]] = []
 
     async def sleeper(name: str, delay: float) -> None:
@@ -344,21 +353,37 @@ async def test_virtual_clock_orders_sleepers() -> None:
         woke.append((name, clock.now()))
 
     await asyncio.gather(sleeper("late", 3600), sleeper("early", 1), sleeper("mid", 60))
-    assert woke == [("early", 1), ("mid", 60), ("late", 3600)]
+    return woke
 
 
-async def test_virtual_clock_cancelled_sleeper() -> None:
+async def test_virtual_clock_needs_virtual_time() -> None:
+    """A VirtualClock read on a loop that runs on real time says how to get virtual time."""
+    with pytest.raises(RuntimeError, match="virtual_time"):
+        VirtualClock().now()
+
+
+async def test_advance_moves_the_reading_at_once(vclock: VirtualClock) -> None:
+    """advance() is synchronous: the reading moves by the amount, no loop time passes."""
+    loop_before, before = asyncio.get_running_loop().time(), vclock.now()
+    vclock.advance(90)
+    vclock.advance(-5)  # ignored
+    assert vclock.now() - before == pytest.approx(90)
+    assert asyncio.get_running_loop().time() == loop_before
+
+
+async def test_virtual_clock_cancelled_sleeper(vclock: VirtualClock) -> None:
     """A cancelled sleeper does not hold time back."""
-    clock = VirtualClock(start=0)
+    clock = vclock
+    start = clock.now()
     task = asyncio.ensure_future(clock.sleep(10))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await clock.sleep(20)
-    assert clock.now() == 20
+    assert clock.now() - start == 20
     await clock.sleep(0)
-    assert clock.now() == 20
+    assert clock.now() - start == 20
 
 
 def events(lines: list[bytes]) -> list[str]:

@@ -17,7 +17,7 @@ route or per run; every request is logged in :attr:`FakeDify.requests`.
 from __future__ import annotations
 
 from ._apps import SimulatedApp, SimulatedRun
-from ._clock import VirtualClock
+from ._clock import VirtualClock, virtual_time
 from ._faults import Fault
 from ._log import LoggedRequest
 from ._server import DEFAULT_API_KEY, FakeDify
@@ -30,4 +30,5 @@ __all__ = [
     "SimulatedApp",
     "SimulatedRun",
     "VirtualClock",
+    "virtual_time",
 ]
