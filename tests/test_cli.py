@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import queue
 import re
 import socket
 import subprocess
@@ -505,7 +506,7 @@ def _when_listened(server: FakeDifyThread, change: Callable[[], object]) -> thre
     """A started thread that makes ``change`` on the server once an event stream is open."""
 
     def watch() -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 10
         while server.count(route="events") == 0 and time.monotonic() < deadline:
             time.sleep(0.005)  # polls a condition; the change below ends the wait, not time
         server.on_server(change)
@@ -688,19 +689,28 @@ def simulate(*argv: str, runs: int) -> Iterator[tuple[str, list[list[str]]]]:
     with subprocess.Popen(
         [str(SCRIPT), "simulate", "--port", "0", "--for", "120", *argv],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     ) as command:
-        assert command.stdout is not None
+        stdout = command.stdout
+        assert stdout is not None
+        printed: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            for line in stdout:
+                printed.put(line)
+
+        reader = threading.Thread(target=read)
+        reader.start()
         try:
-            banner = command.stdout.readline()
-            assert " simulator at " in banner, command.communicate(timeout=10)
-            assert DEFAULT_API_KEY in command.stdout.readline()
-            lines = [command.stdout.readline().split() for _ in range(runs)]
-            yield banner.split()[-1], lines
+            banner = printed.get(timeout=10)
+            assert " simulator at " in banner
+            assert DEFAULT_API_KEY in printed.get(timeout=10)
+            yield banner.split()[-1], [printed.get(timeout=10).split() for _ in range(runs)]
         finally:
             command.terminate()
-            command.communicate(timeout=10)
+            command.wait(10)
+            reader.join(10)
 
 
 def test_simulate_offers_every_imitated_version(capsys: pytest.CaptureFixture[str]) -> None:
