@@ -33,10 +33,11 @@ from ._errors import ConfigurationError, DifyError
 from ._models import StartedRun, WorkflowRun
 from ._wait import DEFAULT_WAIT_TIMEOUT
 
-EPILOG = """\
+EPILOG = f"""\
 exit codes:
   0  every run succeeded (or partially succeeded)
-  1  some run failed or was stopped, or a lookup failed
+  1  some run failed or was stopped, or a lookup failed (a run not found,
+     a server down or refusing connections)
   2  usage or configuration error (bad arguments, no API key, key refused,
      a chat app's key, a base URL that is not Dify's API root or whose host
      does not exist, a port in use)
@@ -45,7 +46,8 @@ exit codes:
   141  stdout was closed before the command finished (as in `| head`)
 
 The API key comes from --api-key or the DIFY_API_KEY environment variable, the
-server from --base-url or DIFY_BASE_URL. The key is never printed.
+server from --base-url, then DIFY_BASE_URL, then {_protocol.DEFAULT_BASE_URL};
+messages say which. The key is never printed.
 """
 
 _SERVER_VERSIONS = ("1.0.1", "1.12.1", "1.13.2", "1.14.2")

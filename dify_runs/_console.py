@@ -72,9 +72,9 @@ EXIT_PIPE = 128 + 13
 
 #: Outcomes the exit code counts as success.
 _SUCCESSES = frozenset({"succeeded", "partial-succeeded"})
-#: resolver answers meaning the host name does not exist (not "try again later").
+#: Resolver answers meaning that the host name does not exist (not "try again later").
 _UNKNOWN_HOST = frozenset(
-    code for name in ("EAI_NONAME", "EAI_NODATA") if (code := getattr(socket, name, None))
+    getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)
 )
 
 
