@@ -509,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # killed by SIGPIPE would, without a traceback.
         _discard_stdout()
         return EXIT_PIPE
-    except KeyboardInterrupt:  # pragma: no cover - interactive
+    except KeyboardInterrupt:  # Ctrl-C
         return 130
 
 

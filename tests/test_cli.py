@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -160,6 +161,19 @@ def test_closed_pipe_ends_quietly(argv: list[str], server: FakeDifyThread) -> No
         code = command.wait(timeout=30)
     assert err == ""
     assert code == console.EXIT_PIPE == 141
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader has left."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_pipe_in_process(server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() returns 141 when stdout is a closed pipe, even one without a file descriptor."""
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert run_main("get", server.add_run()) == 141
 
 
 # -- get ---------------------------------------------------------------------------------
@@ -685,15 +699,19 @@ def test_run_wait_shows_progress_on_a_terminal(
 
 @contextmanager
 def simulate(*argv: str, runs: int) -> Iterator[tuple[str, list[list[str]]]]:
-    """`dify-runs simulate ARGV` in a process; yields its base URL and its ``run`` lines split."""
+    """`dify-runs simulate ARGV` in a process; yields its base URL and its ``run`` lines split.
+
+    Then Ctrl-C (SIGINT) ends it: exit 130, nothing on stderr.
+    """
     with subprocess.Popen(
         [str(SCRIPT), "simulate", "--port", "0", "--for", "120", *argv],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     ) as command:
-        stdout = command.stdout
+        stdout, stderr = command.stdout, command.stderr
         assert stdout is not None
+        assert stderr is not None
         printed: queue.Queue[str] = queue.Queue()
 
         def read() -> None:
@@ -707,9 +725,12 @@ def simulate(*argv: str, runs: int) -> Iterator[tuple[str, list[list[str]]]]:
             assert " simulator at " in banner
             assert DEFAULT_API_KEY in printed.get(timeout=10)
             yield banner.split()[-1], [printed.get(timeout=10).split() for _ in range(runs)]
+            command.send_signal(signal.SIGINT)
+            assert command.wait(10) == 130
+            assert stderr.read() == ""
         finally:
-            command.terminate()
-            command.wait(10)
+            if command.poll() is None:
+                command.kill()
             reader.join(10)
 
 
