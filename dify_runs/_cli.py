@@ -17,32 +17,37 @@ from . import __version__, _protocol
 from ._client import DEFAULT_TIMEOUT, DifyClient
 from ._console import (
     EXIT_OK,
+    EXIT_PIPE,
     EXIT_USAGE,
+    Origins,
     describe_error,
-    exit_code,
     exit_for_error,
+    iso_utc,
     log_to_stderr,
     record_json,
     say,
     wait_all,
 )
-from ._convert import converter
-from ._demo import demo
+from ._demo import SIMULATED_FAILURES, demo
 from ._errors import ConfigurationError, DifyError
-from ._models import RunSummary, StartedRun, WorkflowRun
-from ._wait import DEFAULT_WAIT_TIMEOUT, wait_for_run
+from ._models import StartedRun, WorkflowRun
+from ._wait import DEFAULT_WAIT_TIMEOUT
 
-EPILOG = """\
+EPILOG = f"""\
 exit codes:
   0  every run succeeded (or partially succeeded)
-  1  some run failed or was stopped, or a lookup failed
+  1  some run failed or was stopped, or a lookup failed (a run not found,
+     a server down or refusing connections)
   2  usage or configuration error (bad arguments, no API key, key refused,
-     a chat app's key, a port in use)
+     a chat app's key, a base URL that is not Dify's API root or whose host
+     does not exist, a port in use)
   3  a deadline passed before some run finished
   4  some run is paused, waiting for human input
+  141  stdout was closed before the command finished (as in `| head`)
 
 The API key comes from --api-key or the DIFY_API_KEY environment variable, the
-server from --base-url or DIFY_BASE_URL. The key is never printed.
+server from --base-url, then DIFY_BASE_URL, then {_protocol.DEFAULT_BASE_URL};
+messages say which. The key is never printed.
 """
 
 _SERVER_VERSIONS = ("1.0.1", "1.12.1", "1.13.2", "1.14.2")
@@ -86,6 +91,20 @@ _page_size = _number(int, low=1, strict=False)
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+#: What ``simulate --run`` scripts: a final status, or ``paused``.
+_SCRIPTED = ("succeeded", "failed", "stopped", "partial-succeeded", "paused")
+
+
+def _scripted_run(text: str) -> tuple[str, float | None]:
+    """An argparse type: ``STATUS[:SECONDS]``, such as ``failed:3`` or ``paused``."""
+    status, sep, seconds = text.partition(":")
+    if status not in _SCRIPTED:
+        raise argparse.ArgumentTypeError(
+            f"expected STATUS[:SECONDS] with STATUS one of {', '.join(_SCRIPTED)}; got {text!r}"
+        )
+    return status, _seconds(seconds) if sep else None
 
 
 def _age(text: str) -> timedelta:
@@ -162,6 +181,12 @@ def _build_parser() -> _Parser:
         action="store_true",
         help="print final records (and errors) as JSON lines (default: off)",
     )
+    wait.add_argument(
+        "--user",
+        default=None,
+        help="the end user who started the runs: listen to their event streams on "
+        "Dify 1.14 and newer instead of polling (default: none, poll)",
+    )
 
     run = command("run", "start a run (and wait for it with --wait)")
     run.add_argument(
@@ -233,7 +258,22 @@ def _build_parser() -> _Parser:
         help="the Dify version whose behaviour to imitate (default: %(default)s)",
     )
     simulate.add_argument(
-        "--runs", type=_count, default=3, help="runs to script at start (default: %(default)s)"
+        "--runs",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="runs that succeed, scripted at start (default: 3, or 0 with --run)",
+    )
+    simulate.add_argument(
+        "--run",
+        dest="scripted",
+        type=_scripted_run,
+        action="append",
+        default=[],
+        metavar="STATUS[:S]",
+        help="script a run that ends with STATUS (succeeded, failed, stopped, "
+        "partial-succeeded) or pauses (paused) after S seconds, such as failed:3; "
+        "repeat for more (default: none; S defaults to --duration)",
     )
     simulate.add_argument(
         "--duration",
@@ -287,11 +327,26 @@ def _secrets(argv: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-def _client(args: argparse.Namespace) -> DifyClient:
+def _origins(args: argparse.Namespace) -> Origins:
+    """Where the base URL and the key come from; the command passes the client both."""
+    if args.base_url:
+        base_url, base_url_from = args.base_url, "--base-url"
+    elif os.environ.get("DIFY_BASE_URL"):
+        base_url = os.environ["DIFY_BASE_URL"]
+        base_url_from = "the DIFY_BASE_URL environment variable"
+    else:
+        base_url, base_url_from = _protocol.DEFAULT_BASE_URL, "the default"
+    api_key_from = (
+        "--api-key" if args.api_key is not None else "the DIFY_API_KEY environment variable"
+    )
+    return Origins(base_url=base_url, base_url_from=base_url_from, api_key_from=api_key_from)
+
+
+def _client(args: argparse.Namespace, origins: Origins) -> DifyClient:
     key = args.api_key if args.api_key is not None else os.environ.get("DIFY_API_KEY", "")
     if not key.strip():
         raise ConfigurationError("no Dify API key: pass --api-key KEY or set DIFY_API_KEY")
-    return DifyClient(key, base_url=args.base_url, request_timeout=args.request_timeout)
+    return DifyClient(key, base_url=origins.base_url, request_timeout=args.request_timeout)
 
 
 def _check_ids(run_ids: Sequence[str]) -> None:
@@ -300,9 +355,9 @@ def _check_ids(run_ids: Sequence[str]) -> None:
         _protocol.canonical_run_id(run_id)
 
 
-async def _get(args: argparse.Namespace) -> int:
+async def _get(args: argparse.Namespace, origins: Origins) -> int:
     _check_ids(args.run_ids)
-    async with _client(args) as client:
+    async with _client(args, origins) as client:
         results = await client.get_runs(args.run_ids)
     code = EXIT_OK
     for run_id, result in zip(args.run_ids, results, strict=True):
@@ -311,57 +366,63 @@ async def _get(args: argparse.Namespace) -> int:
         elif exit_for_error(result) == EXIT_USAGE:
             raise result  # one line for the whole command, not one per id
         else:
-            say(sys.stderr, f"dify-runs: {run_id}: {result}")
+            say(sys.stderr, f"dify-runs: {run_id}: {describe_error(result, origins)}")
             code = max(code, exit_for_error(result))
     return code
 
 
-async def _wait(args: argparse.Namespace) -> int:
+async def _wait(args: argparse.Namespace, origins: Origins) -> int:
     _check_ids(args.run_ids)
-    async with _client(args) as client:
-        _, code = await wait_all(client, args.run_ids, timeout=args.timeout, as_json=args.json)
+    async with _client(args, origins) as client:
+        _, code = await wait_all(
+            client,
+            args.run_ids,
+            timeout=args.timeout,
+            as_json=args.json,
+            user=args.user,
+            origins=origins,
+            suggest_answers=True,
+        )
     return code
 
 
 def _started_json(started: StartedRun) -> str:
-    created = started.created_at.isoformat() if started.created_at is not None else None
     payload = {
         "run_id": started.run_id,
         "task_id": started.task_id,
         "workflow_id": started.workflow_id,
-        "created_at": created,
+        "created_at": iso_utc(started.created_at),
     }
     return json.dumps(payload, sort_keys=True)
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, origins: Origins) -> int:
     inputs: dict[str, Any] = {}
     for item in args.input:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigurationError(f"--input needs KEY=VALUE, got {item!r}")
         inputs[key] = value
-    async with _client(args) as client:
+    async with _client(args, origins) as client:
         started = await client.start_run(inputs=inputs, user=args.user)
         say(sys.stdout, _started_json(started))
         if not args.wait:
             return EXIT_OK
-        run = await wait_for_run(client, started.run_id, timeout=args.timeout)
-    say(sys.stdout, record_json(run))
-    return exit_code([run.status.value], [])
+        _, code = await wait_all(
+            client,
+            [started.run_id],
+            timeout=args.timeout,
+            as_json=True,
+            user=started.user,
+            origins=origins,
+            suggest_answers=True,
+        )
+    return code
 
 
-def _summary_json(summary: RunSummary) -> str:
-    payload = converter.unstructure(summary)
-    for name in ("created_at", "finished_at"):
-        moment = getattr(summary, name)
-        payload[name] = None if moment is None else moment.isoformat()
-    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
-
-
-async def _list(args: argparse.Namespace) -> int:
+async def _list(args: argparse.Namespace, origins: Origins) -> int:
     since = None if args.since is None else datetime.now(timezone.utc) - args.since
-    async with _client(args) as client:
+    async with _client(args, origins) as client:
         listing = client.list_runs(
             status=args.status,
             user=args.user,
@@ -370,7 +431,7 @@ async def _list(args: argparse.Namespace) -> int:
             page_size=args.page_size,
         )
         async for summary in listing:
-            say(sys.stdout, _summary_json(summary))
+            say(sys.stdout, record_json(summary))
     return EXIT_OK
 
 
@@ -391,8 +452,18 @@ async def _simulate(args: argparse.Namespace) -> int:
     try:
         say(sys.stdout, f"Dify {args.server_version} simulator at {fake.base_url}")
         say(sys.stdout, f"API key: {DEFAULT_API_KEY}")
-        for _ in range(args.runs):
-            say(sys.stdout, f"run {fake.add_run(duration=args.duration)}")
+        plain = args.runs if args.runs is not None else (0 if args.scripted else 3)
+        script = [("succeeded", None)] * plain + args.scripted
+        for index, (kind, seconds) in enumerate(script):
+            after = args.duration if seconds is None else seconds
+            if kind == "paused":  # until answered; then it runs --duration more and succeeds
+                run_id = fake.add_run(pause_at=after, duration=after + args.duration)
+            else:
+                failure = SIMULATED_FAILURES[index % len(SIMULATED_FAILURES)]
+                run_id = fake.add_run(
+                    status=kind, duration=after, error=failure if kind == "failed" else None
+                )
+            say(sys.stdout, f"run {run_id} {kind} after {after:g} s")
         if args.lifetime is None:  # pragma: no cover - interactive, ends with Ctrl-C
             await asyncio.Event().wait()
         else:
@@ -402,15 +473,10 @@ async def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "get":
-        return await _get(args)
-    if args.command == "wait":
-        return await _wait(args)
-    if args.command == "run":
-        return await _run(args)
-    if args.command == "list":
-        return await _list(args)
+async def _dispatch(args: argparse.Namespace, origins: Origins | None) -> int:
+    if origins is not None:  # the commands that talk to Dify
+        commands = {"get": _get, "wait": _wait, "run": _run, "list": _list}
+        return await commands[args.command](args, origins)
     if args.command == "simulate":
         return await _simulate(args)
     return await demo(
@@ -431,14 +497,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     _Parser.secrets = _secrets(arguments)
     args = parser.parse_args(arguments)
+    origins = _origins(args) if hasattr(args, "api_key") else None
     try:
         with log_to_stderr(getattr(args, "verbose", False)):
-            return asyncio.run(_dispatch(args))
+            return asyncio.run(_dispatch(args, origins))
     except DifyError as error:
-        say(sys.stderr, f"dify-runs: {describe_error(error)}")
+        say(sys.stderr, f"dify-runs: {describe_error(error, origins)}")
         return exit_for_error(error)
-    except KeyboardInterrupt:  # pragma: no cover - interactive
+    except BrokenPipeError:
+        # The reader left (`dify-runs list | head -1`): end quietly, as a program
+        # killed by SIGPIPE would, without a traceback.
+        _discard_stdout()
+        return EXIT_PIPE
+    except KeyboardInterrupt:  # Ctrl-C
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush cannot fail."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a stdout without a file (a test's)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
 
 
 def run() -> None:  # pragma: no cover - the console-script shim

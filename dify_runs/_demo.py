@@ -16,6 +16,15 @@ from ._console import EXIT_FAILED, EXIT_OK, wait_all
 from ._policy import PollPolicy
 from .testing import FakeDify, Fault, VirtualClock
 
+#: What the simulated failed runs say, as a workflow's own nodes would: none is the client's.
+SIMULATED_FAILURES = (
+    "LLM node: upstream model returned 503 Service Unavailable",
+    "HTTP Request node: https://api.example.com/orders answered 500",
+    "Code node: KeyError: 'customer_id'",
+    "Knowledge Retrieval node: the dataset has no segments to search",
+    "Tool node: the search tool timed out after 30 s",
+)
+
 
 @attrs.frozen
 class _Planned:
@@ -107,12 +116,18 @@ async def demo(
     began = now()
     noticed: dict[str, float] = {}
     async with FakeDify(seed=seed, clock=now, sleep=sleep) as fake:
-        out.write(f"Dify simulator on {fake.base_url}; starting {runs} runs\n")
+        out.write(
+            f"Dify simulator on {fake.base_url}; starting {runs} simulated runs. Their "
+            "failures, stops and pauses are scripted: the errors are made up, not Dify's.\n"
+        )
         out.flush()
         ids = {
             fake.add_run(
                 duration=p.duration,
                 status=p.status,
+                error=SIMULATED_FAILURES[i % len(SIMULATED_FAILURES)]
+                if p.status == "failed"
+                else None,
                 pause_at=p.pause_at,
                 outputs={"answer": f"result {i}"},
                 total_steps=rng.randint(2, 9),

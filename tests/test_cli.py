@@ -8,17 +8,34 @@ import io
 import json
 import os
 import queue
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 from aiohttp import web
 
-from dify_runs import PollPolicy, RunStatus, SyncDifyClient, _demo, _scheduler, _wait
+from dify_runs import (
+    PollPolicy,
+    RunStatus,
+    RunSummary,
+    StartedRun,
+    SyncDifyClient,
+    WorkflowRun,
+    _demo,
+    _protocol,
+    _scheduler,
+    _wait,
+)
 from dify_runs import _cli as cli
 from dify_runs import _console as console
 from dify_runs.testing import DEFAULT_API_KEY, Fault, virtual_time
@@ -27,6 +44,10 @@ from tests.fake_thread import FakeDifyThread, app_thread, fake_dify_thread
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 SECRET = "app-cli-secret-key-0123456789"
+SCRIPT = Path(sys.executable).with_name("dify-runs")
+DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+#: A host that never resolves (RFC 6761), and fails at once without a network.
+UNKNOWN_HOST_URL = "https://nonexistent.invalid/v1"
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +67,23 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDifyThread]:
         for name, value in running.env.items():
             monkeypatch.setenv(name, value)
         yield running
+
+
+@pytest.fixture
+def listening_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDifyThread]:
+    """A Dify 1.14.2 simulator (run event streams) whose started runs last an hour."""
+    with fake_dify_thread(version="1.14.2", default_duration=3600, ping_interval=0.02) as running:
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        yield running
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A loopback base URL whose port refuses connections (bound, never listening)."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{bound.getsockname()[1]}/v1"
 
 
 def run_main(*argv: str) -> int:
@@ -83,10 +121,9 @@ def test_module_entry_point(server: FakeDifyThread) -> None:
 
 def test_console_script_usage_error() -> None:
     """The dify-runs script exits 2 on a usage error, with one line and no traceback."""
-    script = Path(sys.executable).with_name("dify-runs")
-    assert script.exists(), "install the package (pip install -e .) to get the script"
+    assert SCRIPT.exists(), "install the package (pip install -e .) to get the script"
     done = subprocess.run(
-        [str(script), "wait", "not-a-run-id", "--api-key", SECRET, "--base-url", "http://x/v1"],
+        [str(SCRIPT), "wait", "not-a-run-id", "--api-key", SECRET, "--base-url", "http://x/v1"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -95,6 +132,48 @@ def test_console_script_usage_error() -> None:
     assert done.returncode == 2
     assert "not a UUID" in one_line(done.stderr)
     assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["list"], id="list"),
+        pytest.param(["get"], id="get"),
+        pytest.param(["wait", "--json"], id="wait-json"),
+    ],
+)
+def test_closed_pipe_ends_quietly(argv: list[str], server: FakeDifyThread) -> None:
+    """A reader that leaves early (`| head -1`) ends the command with 141 and nothing on stderr."""
+    # Far more output than a pipe holds, so the command must write after the reader left.
+    ids = server.on_server(lambda: [server.fake.add_run(duration=0) for _ in range(400)])
+    run_ids = ids if argv[0] in {"get", "wait"} else []
+    with subprocess.Popen(
+        [str(SCRIPT), *argv, *run_ids],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as command:
+        assert command.stdout is not None
+        assert command.stderr is not None
+        assert json.loads(command.stdout.readline())["id"] in ids
+        command.stdout.close()
+        err = command.stderr.read()
+        code = command.wait(timeout=30)
+    assert err == ""
+    assert code == console.EXIT_PIPE == 141
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader has left."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_pipe_in_process(server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() returns 141 when stdout is a closed pipe, even one without a file descriptor."""
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert run_main("get", server.add_run()) == 141
 
 
 # -- get ---------------------------------------------------------------------------------
@@ -216,6 +295,125 @@ def test_refused_key_is_never_printed(
     assert SECRET not in out + err
 
 
+@pytest.mark.parametrize(
+    ("use_option", "named"),
+    [
+        pytest.param(True, "check the key from --api-key", id="option"),
+        pytest.param(False, "check the key from the DIFY_API_KEY environment variable", id="env"),
+    ],
+)
+def test_refused_key_names_where_it_came_from(
+    use_option: bool,
+    named: str,
+    server: FakeDifyThread,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refused key's message names where the key came from: --api-key or DIFY_API_KEY."""
+    if use_option:
+        argv = ["get", server.add_run(), "--api-key", SECRET]
+    else:
+        monkeypatch.setenv("DIFY_API_KEY", SECRET)
+        argv = ["get", server.add_run()]
+    assert run_main(*argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "the API key was refused" in line
+    assert line.endswith(named)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["get", MISSING], id="get"),
+        pytest.param(["wait", MISSING], id="wait"),
+        pytest.param(["wait", MISSING, "--json"], id="wait-json"),
+        pytest.param(["run", "--user", "u", "--wait"], id="run"),
+        pytest.param(["list"], id="list"),
+    ],
+)
+def test_base_url_without_v1_is_usage_error(
+    argv: list[str], server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base URL that is not the API root (no /v1: the router's 404) exits 2 with one line."""
+    root = server.url.removesuffix("/v1")
+    assert run_main(*argv, "--base-url", root) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    line = one_line(err)
+    assert f"the base URL {root} (from --base-url) is not Dify's API root" in line
+    assert "/v1" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "origin"),
+    [
+        pytest.param(["get", MISSING], "--base-url", id="get-option"),
+        pytest.param(["wait", MISSING], "the DIFY_BASE_URL environment variable", id="wait-env"),
+        pytest.param(["list"], "the default", id="list-default"),
+    ],
+)
+def test_unknown_host_is_usage_error(
+    argv: list[str],
+    origin: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A host name that does not resolve exits 2, naming the base URL and where it came from."""
+    monkeypatch.setenv("DIFY_API_KEY", SECRET)
+    if origin == "--base-url":
+        argv = [*argv, "--base-url", UNKNOWN_HOST_URL]
+    elif origin.startswith("the DIFY_BASE_URL"):
+        monkeypatch.setenv("DIFY_BASE_URL", UNKNOWN_HOST_URL)
+    else:
+        monkeypatch.setattr(_protocol, "DEFAULT_BASE_URL", UNKNOWN_HOST_URL)
+    assert run_main(*argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    line = one_line(err)
+    assert line.startswith("dify-runs: cannot connect to nonexistent.invalid:443 (")
+    assert line.endswith(f"the base URL {UNKNOWN_HOST_URL} came from {origin}")
+    assert "base_url=" not in line
+
+
+def test_refused_connection_names_where_the_base_url_came_from(
+    refused_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refused connection (a server that may be down) exits 1, naming --base-url."""
+    assert run_main("wait", MISSING, "--api-key", SECRET, "--base-url", refused_url) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    run_id, outcome, reason = one_line(out).split("\t")
+    assert (run_id, outcome) == (MISSING, "error")
+    assert reason.startswith(f"cannot connect to 127.0.0.1:{refused_url.split(':')[2][:-3]} (")
+    assert "(Connection refused)" in reason
+    assert reason.endswith(f"the base URL {refused_url} came from --base-url")
+
+
+def test_library_warnings_are_command_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """The library's warnings (plain http to another host) are dify-runs lines on stderr."""
+    url = UNKNOWN_HOST_URL.replace("https:", "http:")
+    assert run_main("get", MISSING, "--api-key", SECRET, "--base-url", url) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert (
+        lines[0]
+        == "dify-runs: dify_runs sends the API key over plain http to nonexistent.invalid; use https"
+    )
+    assert all(line.startswith("dify-runs: ") for line in lines)
+    assert len(lines) == 2
+
+
+def _exit_codes(text: str, row: str) -> set[int]:
+    return {int(code) for code in re.findall(row, text, flags=re.MULTILINE)}
+
+
+def test_exit_code_tables_agree() -> None:
+    """docs/cli.md and --help list the same exit codes, each one the command can return."""
+    documented = _exit_codes(DOCS.read_text(), r"^\| (\d+) \|")
+    in_help = _exit_codes(cli.EPILOG, r"^  (\d+)  ")
+    constants = {value for name, value in vars(console).items() if name.startswith("EXIT_")}
+    assert documented == in_help == constants == {0, 1, 2, 3, 4, 141}
+
+
 def test_usage_errors_redact_key(capsys: pytest.CaptureFixture[str]) -> None:
     """argparse errors that echo arguments do not echo the key."""
     assert run_main("get", MISSING, "--api-key", SECRET, "--bogus", SECRET) == 2
@@ -300,6 +498,125 @@ def test_wait_json(server: FakeDifyThread, capsys: pytest.CaptureFixture[str]) -
     assert by_id[MISSING]["error"] == "RunNotFoundError"
 
 
+@pytest.mark.parametrize(
+    ("extra", "user"),
+    [pytest.param(["--user", "ann"], "ann", id="user"), pytest.param([], "U", id="no-user")],
+)
+def test_paused_run_says_how_to_answer_it(
+    extra: list[str], user: str, server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A paused run is waiting for human input, and stderr says how to answer it."""
+    paused = server.add_run(duration=9, pause_at=0, user="ann")
+    assert run_main("wait", paused, *extra) == 4
+    out, err = capsys.readouterr()
+    assert one_line(out).split("\t")[-1] == "waiting for human input"
+    assert one_line(err) == (
+        f"dify-runs: {paused} is waiting for human input; "
+        f"answer it with: dify-runs answer {paused} --action ID --user {user}"
+    )
+
+
+def _when_listened(server: FakeDifyThread, change: Callable[[], object]) -> threading.Thread:
+    """A started thread that makes ``change`` on the server once an event stream is open."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 10
+        while server.count(route="events") == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)  # polls a condition; the change below ends the wait, not time
+        server.on_server(change)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _finish_all(server: FakeDifyThread) -> Callable[[], None]:
+    def finish() -> None:
+        for run in server.fake.runs.values():
+            run.duration = 0
+
+    return finish
+
+
+def test_wait_user_listens_to_the_event_stream(listening_server: FakeDifyThread) -> None:
+    """wait --user follows the run's event stream (Dify 1.14+); its end ends the wait."""
+    run_id = listening_server.add_run(duration=3600, user="ann")
+    watcher = _when_listened(listening_server, _finish_all(listening_server))
+    assert run_main("wait", run_id, "--user", "ann", "--timeout", "60") == 0
+    watcher.join(10)
+    assert listening_server.count(route="events", run_id=run_id) >= 1
+
+
+def test_run_wait_listens_as_its_user(
+    listening_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run --wait follows the new run's event stream as the run's user."""
+    watcher = _when_listened(listening_server, _finish_all(listening_server))
+    assert run_main("run", "--user", "ann", "--wait", "--timeout", "60") == 0
+    watcher.join(10)
+    started, final = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert final["status"] == "succeeded"
+    assert listening_server.count(route="events", run_id=started["run_id"]) >= 1
+
+
+def test_run_wait_says_how_to_answer_a_paused_run(
+    listening_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run --wait ending at a pause exits 4 and names the run and its user in the hint."""
+
+    def pause_all() -> None:
+        for run in listening_server.fake.runs.values():
+            run.pause_at = 0
+
+    watcher = _when_listened(listening_server, pause_all)
+    assert run_main("run", "--user", "ann", "--wait", "--timeout", "60") == 4
+    watcher.join(10)
+    out, err = capsys.readouterr()
+    started, final = (json.loads(line) for line in out.splitlines())
+    assert final["status"] == "paused"
+    assert one_line(err).endswith(
+        f"answer it with: dify-runs answer {started['run_id']} --action ID --user ann"
+    )
+
+
+def _datetime_fields(record: type) -> set[str]:
+    return {f.name for f in attrs.fields(record) if "datetime" in str(f.type)}
+
+
+def test_every_json_line_has_iso_utc_dates(
+    server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """get, wait --json, run (both lines) and list write every date as ISO 8601 in UTC."""
+    # The test finds dates by their names: every datetime field of a record ends in _at.
+    fields = set().union(*map(_datetime_fields, (WorkflowRun, RunSummary, StartedRun)))
+    assert fields == {"created_at", "finished_at"}
+    done = server.add_run(duration=0, status="failed")
+    running = server.add_run(duration=3600)
+    lines: list[dict[str, object]] = []
+    for argv in (
+        ["get", done, running],
+        ["wait", done, "--json"],
+        ["run", "--user", "u", "--wait"],
+        ["list"],
+    ):
+        run_main(*argv)
+        lines += [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 + 1 + 2 + 3
+    finished = 0
+    for line in lines:
+        assert isinstance(line["created_at"], str), line
+        for name in [key for key in line if key.endswith("_at")]:
+            value = line[name]
+            if value is None:
+                continue
+            assert isinstance(value, str), (name, line)
+            moment = datetime.fromisoformat(value)
+            assert moment.utcoffset() == timedelta(0), value
+            assert value == moment.isoformat()  # the one format list always used
+            finished += name == "finished_at"
+    assert finished == 5  # done (get, wait, list), the started run (run, list)
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -360,20 +677,61 @@ def test_run_prints_run_id_and_waits(
     assert final["inputs"]["query"] == "hello"
 
 
+def test_run_wait_shows_progress_on_a_terminal(
+    server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal, run --wait draws live progress, and each JSON line replaces it."""
+    terminal = _Terminal()  # stdout and stderr share the screen, as on a real terminal
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert run_main("run", "--user", "u", "--wait") == 0
+    text = terminal.getvalue()
+    assert "\r\x1b[Krunning 1 | " in text
+    assert "succeeded 1 | " in text
+    shown = [line.rpartition("\x1b[K")[2] for line in text.splitlines()]
+    started, final = (json.loads(line) for line in shown if line.startswith("{"))
+    assert final["id"] == started["run_id"]
+    assert final["status"] == "succeeded"
+
+
 # -- simulate and demo -----------------------------------------------------------------
 
 
-class _Lines(io.StringIO):
-    """A stdout that hands each complete line to a queue (read from another thread)."""
+@contextmanager
+def simulate(*argv: str, runs: int) -> Iterator[tuple[str, list[list[str]]]]:
+    """`dify-runs simulate ARGV` in a process; yields its base URL and its ``run`` lines split.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: queue.Queue[str] = queue.Queue()
+    Then Ctrl-C (SIGINT) ends it: exit 130, nothing on stderr.
+    """
+    with subprocess.Popen(
+        [str(SCRIPT), "simulate", "--port", "0", "--for", "120", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as command:
+        stdout, stderr = command.stdout, command.stderr
+        assert stdout is not None
+        assert stderr is not None
+        printed: queue.Queue[str] = queue.Queue()
 
-    def write(self, text: str) -> int:
-        for line in text.splitlines():
-            self.lines.put(line)
-        return len(text)
+        def read() -> None:
+            for line in stdout:
+                printed.put(line)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            banner = printed.get(timeout=10)
+            assert " simulator at " in banner
+            assert DEFAULT_API_KEY in printed.get(timeout=10)
+            yield banner.split()[-1], [printed.get(timeout=10).split() for _ in range(runs)]
+            command.send_signal(signal.SIGINT)
+            assert command.wait(10) == 130
+            assert stderr.read() == ""
+        finally:
+            if command.poll() is None:
+                command.kill()
+            reader.join(10)
 
 
 def test_simulate_offers_every_imitated_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -384,25 +742,50 @@ def test_simulate_offers_every_imitated_version(capsys: pytest.CaptureFixture[st
         assert version in offered
 
 
-def test_simulate_serves_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_simulate_serves_runs() -> None:
     """simulate starts a server whose scripted runs a client can read."""
-    out = _Lines()
-    monkeypatch.setattr(sys, "stdout", out)
-    command = threading.Thread(
-        target=run_main,
-        args=("simulate", "--port", "0", "--runs", "1", "--duration", "0", "--for", "0.3"),
-    )
-    command.start()
-    try:
-        banner = out.lines.get(timeout=10)
-        base_url = banner.rpartition(" at ")[2]
+    with simulate("--runs", "1", "--duration", "0", runs=1) as (base_url, lines):
         assert base_url.startswith("http://127.0.0.1:")
-        assert DEFAULT_API_KEY in out.lines.get(timeout=10)
-        run_id = out.lines.get(timeout=10).split()[1]
+        assert lines[0][0] == "run"
         with SyncDifyClient(DEFAULT_API_KEY, base_url=base_url) as client:
-            assert client.get_run(run_id).status is RunStatus.SUCCEEDED
-    finally:
-        command.join(10)
+            assert client.get_run(lines[0][1]).status is RunStatus.SUCCEEDED
+
+
+def test_simulate_scripts_runs() -> None:
+    """simulate --run STATUS[:S] scripts failed, stopped, paused and slow runs (and no others)."""
+    script = ["failed:0", "stopped:0", "partial-succeeded:0", "paused:0", "succeeded", "paused"]
+    argv = [arg for run in script for arg in ("--run", run)]
+    with simulate(*argv, "--duration", "3600", runs=len(script)) as (base_url, lines):
+        assert [line[2:] for line in lines] == [
+            ["failed", "after", "0", "s"],
+            ["stopped", "after", "0", "s"],
+            ["partial-succeeded", "after", "0", "s"],
+            ["paused", "after", "0", "s"],
+            ["succeeded", "after", "3600", "s"],
+            ["paused", "after", "3600", "s"],
+        ]
+        with SyncDifyClient(DEFAULT_API_KEY, base_url=base_url) as client:
+            runs = [client.get_run(line[1]) for line in lines]
+            listed = {summary.id for summary in client.list_runs()}
+    assert listed == {run.id for run in runs}  # no run beyond the scripted ones
+    assert [run.status.value for run in runs] == [
+        "failed",
+        "stopped",
+        "partial-succeeded",
+        "paused",
+        "running",
+        "running",
+    ]
+    assert runs[0].error in _demo.SIMULATED_FAILURES
+
+
+@pytest.mark.parametrize("spec", ["bogus", "failed:soon", "failed:-1", "running:3"])
+def test_simulate_bad_run_is_usage_error(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --run that is not STATUS[:SECONDS] is a usage error; nothing is served."""
+    assert run_main("simulate", "--port", "0", "--run", spec, "--for", "0") == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "argument --run" in err
 
 
 def test_demo_summary_is_truthful() -> None:
@@ -420,6 +803,22 @@ def test_demo_summary_is_truthful() -> None:
     assert "Polling each run every second until it settled would take about" in text
     assert "met an injected 503 and were retried" in text
     assert DEFAULT_API_KEY not in text + err.getvalue()
+
+
+def test_demo_failures_read_as_simulated_workflow_failures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The demo's failed runs fail with a workflow's own (made-up) errors, said to be simulated."""
+    out = io.StringIO()
+    code = asyncio.run(_demo.demo(runs=20, out=out, err=io.StringIO(), clock=VirtualClock()))
+    assert code == 0
+    assert "20 simulated runs" in out.getvalue().splitlines()[0]
+    assert "scripted" in out.getvalue().splitlines()[0]
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    failed = [line for line in lines if line[1] == "failed"]
+    assert len(failed) == 2
+    assert {line[-1] for line in failed} <= set(_demo.SIMULATED_FAILURES)
+    assert not any("Errno" in "\t".join(line) for line in lines)
 
 
 @pytest.mark.parametrize(
