@@ -470,3 +470,70 @@ def test_capacity_arguments() -> None:
         FakeDify(capacity=0)
     with pytest.raises(ValueError, match="overload"):
         FakeDify(capacity=1, overload="drop")  # type: ignore[arg-type]
+
+
+# --- live events of the run event stream (recordings/1.14.2-events-running.txt) -------------
+
+
+async def test_live_node_events_carry_null_predecessor(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """Every live node event has predecessor_node_id, and it is null, as 1.14.2 sends it."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        run_id = fake.add_run(user="u", duration=30, total_steps=3)
+        _, _, body = await call(http, fake, "GET", f"/workflow/{run_id}/events?user=u")
+    nodes = [e for e in data_events(body) if e["event"].startswith("node_")]
+    assert len(nodes) == 5  # the start node started with the run, before the stream
+    assert all("predecessor_node_id" in e["data"] for e in nodes)
+    assert {e["data"]["predecessor_node_id"] for e in nodes} == {None}
+
+
+async def test_live_text_chunk_before_the_answering_node_finishes(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """The node feeding the end streams each text output as text_chunk, just before its end."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        run_id = fake.add_run(
+            user="u", duration=30, total_steps=3, outputs={"result": "hello dify", "n": 3}
+        )
+        task_id = fake.runs[run_id].task_id
+        _, _, body = await call(http, fake, "GET", f"/workflow/{run_id}/events?user=u")
+        failed = fake.add_run(user="u", duration=30, total_steps=3, status="failed")
+        _, _, failed_body = await call(http, fake, "GET", f"/workflow/{failed}/events?user=u")
+    stream = data_events(body)
+    assert [e["event"] for e in stream] == [
+        "node_finished",
+        "node_started",
+        "text_chunk",
+        "node_finished",
+        "node_started",
+        "node_finished",
+        "workflow_finished",
+    ]
+    chunk = stream[2]
+    assert list(chunk) == ["event", "workflow_run_id", "task_id", "data"]
+    assert (chunk["workflow_run_id"], chunk["task_id"]) == (run_id, task_id)
+    assert chunk["data"] == {"text": "hello dify", "from_variable_selector": ["step_1", "result"]}
+    assert stream[3]["data"]["node_id"] == "step_1"
+    assert b'{"event":"text_chunk","workflow_run_id":' in body  # compact, as recorded
+    assert "text_chunk" not in [e["event"] for e in data_events(failed_body)]
+
+
+async def test_snapshot_replays_no_text_chunk(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """A snapshot replays nodes from the database, where text chunks are not kept."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        run_id = fake.add_run(user="u", duration=30, total_steps=3, outputs={"result": "x"})
+        vclock.advance(25)  # step 1 (and its text chunk) is past
+        query = "user=u&include_state_snapshot=true"
+        _, _, body = await call(http, fake, "GET", f"/workflow/{run_id}/events?{query}")
+    assert [e["event"] for e in data_events(body)] == [
+        "workflow_started",
+        "node_started",
+        "node_finished",
+        "node_started",
+        "node_finished",
+        "node_finished",  # the end node, live (its start was neither finished nor live)
+        "workflow_finished",
+    ]

@@ -90,6 +90,12 @@ class FakeDify:
         queue_limit: How many requests may wait with ``overload="429"``.
         stream_idle_timeout: Seconds without an event after which the run
             event stream (1.14.2) closes, as Dify does after 300.
+        subscribe_gap: Seconds between the first ``event: ping`` of the run
+            event stream (1.14.2) and its subscription to the run's live events,
+            for a run not yet finished. What happens in between is lost for good:
+            a ``workflow_finished`` or ``workflow_paused`` there leaves the stream
+            pinging until ``stream_idle_timeout`` (Dify 1.14.2's race, 0.4-7 ms
+            live). 0 (default) loses nothing.
 
     Raises:
         ValueError: An unknown ``version``, or a bad ``capacity`` or ``overload``.
@@ -114,6 +120,7 @@ class FakeDify:
         overload: Overload = "queue",
         queue_limit: int = 0,
         stream_idle_timeout: float = 300.0,
+        subscribe_gap: float = 0.0,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
@@ -129,6 +136,7 @@ class FakeDify:
         self.required_inputs = required_inputs
         self.optional_inputs = optional_inputs
         self.stream_idle_timeout = stream_idle_timeout
+        self.subscribe_gap = subscribe_gap
         published = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
         self.workflow_version = published.strftime("%Y-%m-%d %H:%M:%S.%f")
         """The published workflow's version as the logs show it: the date it was published."""
@@ -515,6 +523,7 @@ class FakeDify:
             ping_interval=self.ping_interval,
             idle_timeout=self.stream_idle_timeout,
             stopping=self._stopping,
+            subscribe_gap=self.subscribe_gap,
         )
         snapshot = request.query.get("include_state_snapshot", "false").lower() == "true"
         return await serve_events(request, run, settings, snapshot=snapshot)

@@ -1,0 +1,116 @@
+"""Hazards of real Dify servers the simulator reproduces, over raw HTTP.
+
+The run event stream's lost end (1.14.2), the unstable order of log rows within a second, and
+the API worker's connection cap: behaviours a client must survive, so its tests can fail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dify_runs.testing import FakeDify, VirtualClock
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def bearer(fake: FakeDify) -> dict[str, str]:
+    return {"Authorization": f"Bearer {fake.api_key}"}
+
+
+async def events(http: aiohttp.ClientSession, fake: FakeDify, run_id: str) -> bytes:
+    """The whole event stream of ``run_id`` for user ``u``, until the server closes it."""
+    url = f"{fake.base_url}/workflow/{run_id}/events?user=u"
+    async with http.get(url, headers=bearer(fake)) as response:
+        assert response.status == 200
+        return await response.read()
+
+
+async def get_run(http: aiohttp.ClientSession, fake: FakeDify, run_id: str) -> Any:
+    async with http.get(f"{fake.base_url}/workflows/run/{run_id}", headers=bearer(fake)) as got:
+        return await got.json()
+
+
+def names(body: bytes) -> list[str]:
+    """The stream's items in order: "ping" for a ping, else the event's name."""
+    found = []
+    for block in body.split(b"\n\n"):
+        if block == b"event: ping":
+            found.append("ping")
+        elif block.startswith(b"data: "):
+            found.append(json.loads(block[6:])["event"])
+    return found
+
+
+# --- the lost end of the run event stream (1.14.2) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gap", "expected"),
+    [
+        pytest.param(0.0, ["ping", "node_finished", "workflow_finished"], id="no-gap"),
+        pytest.param(0.005, ["ping"] * 6, id="end-in-the-gap"),
+    ],
+)
+async def test_end_in_the_subscribe_gap_is_lost(
+    gap: float, expected: list[str], vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """A run ending between the first ping and the subscription: pings only, then the idle close."""
+    async with FakeDify(
+        version="1.14.2",
+        clock=vclock.now,
+        sleep=vclock.sleep,
+        subscribe_gap=gap,
+        stream_idle_timeout=60,
+    ) as fake:
+        run_id = fake.add_run(user="u", duration=10, total_steps=1)
+        vclock.advance(9.998)  # 2 ms before the end
+        opened = vclock.now()
+        body = await events(http, fake, run_id)
+        closed = vclock.now()
+        record = await get_run(http, fake, run_id)
+    assert names(body) == expected
+    assert record["status"] == "succeeded"  # the GET knows what the stream never told
+    if gap:
+        assert closed - opened == pytest.approx(gap + 60, abs=0.01)  # the 60 s idle close
+
+
+async def test_live_events_in_the_gap_are_lost(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """Node events published during the gap never arrive; the stream goes on from the subscription."""
+    async with FakeDify(
+        version="1.14.2", clock=vclock.now, sleep=vclock.sleep, subscribe_gap=1.0
+    ) as fake:
+        run_id = fake.add_run(user="u", duration=30, total_steps=3, outputs={"result": "ok"})
+        vclock.advance(9.5)  # the start node ends at 10 s, in the gap
+        live = [name for name in names(await events(http, fake, run_id)) if name != "ping"]
+    assert live == [
+        "text_chunk",
+        "node_finished",  # step 1, at 20 s
+        "node_started",
+        "node_finished",
+        "workflow_finished",
+    ]
+
+
+async def test_gap_after_the_end_loses_nothing(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """A run that ends after the subscription gets its end, and a finished run its one event."""
+    async with FakeDify(
+        version="1.14.2", clock=vclock.now, sleep=vclock.sleep, subscribe_gap=0.005
+    ) as fake:
+        running = fake.add_run(user="u", duration=10, total_steps=1)
+        finished = fake.add_run(user="u", duration=0)
+        vclock.advance(1)
+        assert names(await events(http, fake, running))[-1] == "workflow_finished"
+        assert names(await events(http, fake, finished)) == ["workflow_finished"]
