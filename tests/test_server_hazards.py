@@ -6,6 +6,7 @@ the API worker's connection cap: behaviours a client must survive, so its tests 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dify_runs.testing import FakeDify, VirtualClock
+from dify_runs.testing import FakeDify, VirtualClock, WorkerConnections
 
 
 @pytest.fixture
@@ -114,3 +115,106 @@ async def test_gap_after_the_end_loses_nothing(
         vclock.advance(1)
         assert names(await events(http, fake, running))[-1] == "workflow_finished"
         assert names(await events(http, fake, finished)) == ["workflow_finished"]
+
+
+# --- the worker's connection cap ------------------------------------------------------------
+
+
+async def first_ping(response: aiohttp.ClientResponse) -> None:
+    """Read a stream up to its first ping: from then on it holds its worker connection."""
+    assert response.status == 200
+    assert await response.content.readuntil(b"\n\n") == b"event: ping\n\n"
+
+
+async def test_open_streams_make_a_plain_get_wait(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """worker_connections=2, two streams open: a GET waits for a slot until one stream closes."""
+    async with FakeDify(
+        version="1.14.2",
+        clock=vclock.now,
+        sleep=vclock.sleep,
+        worker_connections=2,
+        stream_idle_timeout=1e9,
+    ) as fake:
+        slots = fake.connections
+        assert slots is not None
+        first, second = (fake.add_run(user="u", duration=1e7) for _ in range(2))
+        streams = [
+            await http.get(f"{fake.base_url}/workflow/{run}/events?user=u", headers=bearer(fake))
+            for run in (first, second)
+        ]
+        for stream in streams:
+            await first_ping(stream)
+        assert (slots.held, slots.waiting) == (2, 0)
+
+        lookup = asyncio.ensure_future(get_run(http, fake, first))
+        await asyncio.wait_for(until_waiting(slots, 1), 10)
+        assert not lookup.done()  # held up by the streams, however long they last
+
+        fake.runs[first].duration = 0  # the first run ends: its stream closes
+        assert names(await streams[0].read())[-1] == "workflow_finished"
+        record = await asyncio.wait_for(lookup, 10)
+        assert record["status"] == "succeeded"
+        assert slots.waits[-1] > 0  # the GET's wait, in the fake's seconds
+        assert slots.waits[:2] == [0.0, 0.0]  # the streams found slots free
+        assert (slots.held, slots.waiting) == (1, 0)
+        streams[1].close()
+
+
+async def test_requests_beyond_the_cap_are_served_in_arrival_order(
+    http: aiohttp.ClientSession,
+) -> None:
+    """With one slot held by a stream, waiting GETs are answered one by one in arrival order."""
+    async with FakeDify(version="1.14.2", worker_connections=1, ping_interval=0.05) as fake:
+        slots = fake.connections
+        assert slots is not None
+        run_id = fake.add_run(user="u", duration=3600)
+        stream = await http.get(
+            f"{fake.base_url}/workflow/{run_id}/events?user=u", headers=bearer(fake)
+        )
+        await first_ping(stream)
+        lookups = []
+        for count in range(1, 4):
+            lookups.append(asyncio.ensure_future(get_run(http, fake, run_id)))
+            await asyncio.wait_for(until_waiting(slots, count), 10)
+        fake.runs[run_id].duration = 0
+        await stream.read()
+        await asyncio.wait_for(asyncio.gather(*lookups), 10)
+        gets = [request for request in fake.requests if request.route == "get_run"]
+        assert sorted(gets, key=lambda r: r.time) == gets  # answered in the order they came
+        assert len(slots.waits) == 4
+        assert slots.held == 0
+
+
+async def test_close_releases_requests_waiting_for_a_slot(http: aiohttp.ClientSession) -> None:
+    """Closing the fake cuts a request still waiting for a slot instead of hanging."""
+    fake = FakeDify(version="1.14.2", worker_connections=1)
+    await fake.start()
+    slots = fake.connections
+    assert slots is not None
+    run_id = fake.add_run(user="u", duration=3600)
+    stream = await http.get(
+        f"{fake.base_url}/workflow/{run_id}/events?user=u", headers=bearer(fake)
+    )
+    await first_ping(stream)
+    lookup = asyncio.ensure_future(get_run(http, fake, run_id))
+    await asyncio.wait_for(until_waiting(slots, 1), 10)
+    await asyncio.wait_for(fake.close(), 10)
+    with pytest.raises(aiohttp.ClientError):
+        await asyncio.wait_for(lookup, 10)
+    stream.close()
+    assert (slots.held, slots.waiting) == (0, 0)
+
+
+def test_worker_connections_must_be_positive() -> None:
+    """A cap of 0 connections would serve nothing: refused."""
+    with pytest.raises(ValueError, match="worker_connections"):
+        FakeDify(worker_connections=0)
+    assert FakeDify().connections is None
+
+
+async def until_waiting(slots: WorkerConnections, count: int) -> None:
+    """Wait (on the event loop, not a clock) until ``count`` requests wait for a slot."""
+    while slots.waiting != count:
+        await asyncio.sleep(0.001)

@@ -19,6 +19,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from ._apps import APP_MODES, AppMode, RunState, SimulatedApp, SimulatedRun
 from ._auth import auth_middleware
 from ._capacity import Overload, ServiceQueue
+from ._connections import WorkerConnections
 from ._events import EventStreamSettings, serve_events
 from ._faults import Fault, FaultRules
 from ._http import (
@@ -96,9 +97,14 @@ class FakeDify:
             a ``workflow_finished`` or ``workflow_paused`` there leaves the stream
             pinging until ``stream_idle_timeout`` (Dify 1.14.2's race, 0.4-7 ms
             live). 0 (default) loses nothing.
+        worker_connections: Requests the API worker serves at once (Dify's Docker
+            image: 10); the rest wait for a free slot in arrival order, and each
+            open event stream holds one for its whole life. None (default): no cap.
+            :attr:`connections` shows the slots held and how long requests waited.
 
     Raises:
-        ValueError: An unknown ``version``, or a bad ``capacity`` or ``overload``.
+        ValueError: An unknown ``version``, a bad ``capacity`` or ``overload``, or
+            ``worker_connections`` below 1.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class FakeDify:
         queue_limit: int = 0,
         stream_idle_timeout: float = 300.0,
         subscribe_gap: float = 0.0,
+        worker_connections: int | None = None,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
@@ -165,6 +172,12 @@ class FakeDify:
                 queue_limit=queue_limit,
             )
         )
+        self.connections = (
+            None
+            if worker_connections is None
+            else WorkerConnections(worker_connections, clock=self._now)
+        )
+        """The worker's connection slots (with ``worker_connections``), else None."""
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.apps[api_key] = SimulatedApp(
@@ -419,8 +432,10 @@ class FakeDify:
 
     def _make_app(self) -> web.Application:
         quirks = self._quirks
-        middlewares: list[Middleware] = [
-            self._log.middleware(self._route_of),
+        middlewares: list[Middleware] = [self._log.middleware(self._route_of)]
+        if self.connections is not None:  # every request, as nginx passes each on
+            middlewares.append(self.connections.middleware())
+        middlewares += [
             self._route_errors,
             self._faults.middleware(quirks, self._sleep, self._stopping),
         ]
