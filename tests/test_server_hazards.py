@@ -117,6 +117,75 @@ async def test_gap_after_the_end_loses_nothing(
         assert names(await events(http, fake, finished)) == ["workflow_finished"]
 
 
+# --- the order of log rows within one second -------------------------------------------------
+
+
+async def log_ids(http: aiohttp.ClientSession, fake: FakeDify, query: str) -> tuple[list[str], Any]:
+    """The run ids of one logs page, and the page."""
+    url = f"{fake.base_url}/workflows/logs?{query}"
+    async with http.get(url, headers=bearer(fake)) as response:
+        assert response.status == 200
+        page = await response.json()
+    return [row["workflow_run"]["id"] for row in page["data"]], page
+
+
+def same_second_runs(fake: FakeDify, vclock: VirtualClock, count: int) -> list[str]:
+    """``count`` runs started in one second, after one a second earlier and before one later."""
+    older = fake.add_run(duration=0)
+    vclock.advance(1)
+    ids = [fake.add_run(duration=0) for _ in range(count)]
+    vclock.advance(1)
+    newer = fake.add_run(duration=0)
+    return [newer, *ids, older]
+
+
+async def test_rows_of_one_second_come_in_a_new_order_each_time(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """Rows are ordered by whole seconds only: within one, each request gets its own order."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        newer, *middle, older = same_second_runs(fake, vclock, 12)
+        pages = [await log_ids(http, fake, "limit=100") for _ in range(3)]
+    orders = [ids for ids, _ in pages]
+    assert len({tuple(ids) for ids in orders}) == 3  # three requests, three orders
+    for ids, page in pages:
+        assert (ids[0], sorted(ids[1:-1]), ids[-1]) == (newer, sorted(middle), older)
+        stamps = [row["created_at"] for row in page["data"]]
+        assert stamps == sorted(stamps, reverse=True)
+        assert (page["total"], page["has_more"]) == (14, False)
+
+
+async def test_paging_by_number_skips_and_repeats_rows(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """Pages of one second's rows overlap and miss rows; total and has_more stay Dify's."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        ids = [fake.add_run(duration=0) for _ in range(20)]
+        pages = [await log_ids(http, fake, f"limit=7&page={number}") for number in (1, 2, 3)]
+    seen = [run for got, _ in pages for run in got]
+    assert len(seen) == 20
+    assert len(set(seen)) < 20  # some rows twice, so others never
+    assert set(seen) < set(ids)
+    assert [(page["total"], page["has_more"]) for _, page in pages] == [
+        (20, True),
+        (20, True),
+        (20, False),
+    ]
+
+
+async def test_stable_log_order(vclock: VirtualClock, http: aiohttp.ClientSession) -> None:
+    """stable_log_order=True keeps rows of one second newest-added first, so pages tile."""
+    async with FakeDify(
+        version="1.14.2", clock=vclock.now, sleep=vclock.sleep, stable_log_order=True
+    ) as fake:
+        ids = same_second_runs(fake, vclock, 12)
+        first, _ = await log_ids(http, fake, "limit=100")
+        again, _ = await log_ids(http, fake, "limit=100")
+        pages = [(await log_ids(http, fake, f"limit=5&page={n}"))[0] for n in (1, 2, 3)]
+    assert first == again == [ids[0], *ids[-2:0:-1], ids[-1]]
+    assert [run for page in pages for run in page] == first
+
+
 # --- the worker's connection cap ------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -168,13 +169,22 @@ def log_page(
     now: float,
     quirks: Quirks,
     version: str,
+    ties: random.Random | None = None,
 ) -> dict[str, Any]:
-    """One page of an app's workflow logs, newest first."""
+    """One page of an app's workflow logs, newest first.
+
+    Dify orders rows by their whole-second ``created_at`` only, so rows of one second come
+    in whatever order the database returns them, a new one on every request: with
+    ``ties``, rows of the same second are shuffled with it, and paging by number then
+    skips some rows and repeats others. Without, they keep the order runs were added in
+    (newest first). ``total`` and ``has_more`` count every matching row either way.
+    """
     rows = []
     for order, run in enumerate(runs):
         row = log_row(run, now, quirks, version)
         if row is not None and _matches(run, row, query):
-            rows.append((row["created_at"], order, row))
+            tiebreak = order if ties is None else ties.random()
+            rows.append((row["created_at"], tiebreak, row))
     rows.sort(key=lambda item: (item[0], item[1]), reverse=True)
     start = (query.page - 1) * query.limit
     return {

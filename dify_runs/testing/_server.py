@@ -101,6 +101,10 @@ class FakeDify:
             image: 10); the rest wait for a free slot in arrival order, and each
             open event stream holds one for its whole life. None (default): no cap.
             :attr:`connections` shows the slots held and how long requests waited.
+        stable_log_order: Keep rows of the same second in ``GET /workflows/logs``
+            in a fixed order. By default they come back in a new (seeded) random
+            order on every request, as on real servers, which order rows by their
+            whole-second ``created_at`` only.
 
     Raises:
         ValueError: An unknown ``version``, a bad ``capacity`` or ``overload``, or
@@ -128,6 +132,7 @@ class FakeDify:
         stream_idle_timeout: float = 300.0,
         subscribe_gap: float = 0.0,
         worker_connections: int | None = None,
+        stable_log_order: bool = False,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
@@ -161,6 +166,7 @@ class FakeDify:
         self._app_ids = random.Random(seed + 3)
         self._log = RequestLog(self._now, keep=keep_log)
         self._faults = FaultRules(seed)
+        self._log_ties = None if stable_log_order else random.Random(seed + 4)
         self._queue = (
             None
             if capacity is None
@@ -516,6 +522,7 @@ class FakeDify:
             now=self.clock(),
             quirks=self._quirks,
             version=self.workflow_version,
+            ties=self._log_ties,
         )
         return self._json(page)
 
