@@ -31,7 +31,7 @@ from ._http import (
     router_not_found,
 )
 from ._log import LoggedRequest, RequestLog
-from ._logs import log_page, parse_log_query
+from ._logs import LogQueryError, log_page, parse_log_query
 from ._records import (
     blocking_data,
     finished_data,
@@ -512,9 +512,9 @@ class FakeDify:
 
     async def _get_logs(self, request: web.Request) -> web.StreamResponse:
         try:
-            query = parse_log_query(request.query)
-        except ValueError as exc:
-            return error_answer(self._quirks, 400, "invalid_param", str(exc))
+            query = parse_log_query(request.query, self._quirks)
+        except LogQueryError as exc:
+            return error_answer(self._quirks, 400, "invalid_param", str(exc), params=exc.params)
         app_key = request[APP_KEY]
         page = log_page(
             (run for run in self.runs.values() if run.app_key == app_key),
