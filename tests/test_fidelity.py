@@ -685,3 +685,28 @@ async def test_logs_query_accepted_as_dify_reads_it(
     async with FakeDify(version="1.14.2") as fake:
         status, _, body = await call(http, fake, "GET", f"/workflows/logs?{query}")
     assert status == 200, body
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_parameters_of_a_chat_app(version: Any, http: aiohttp.ClientSession) -> None:
+    """A chat app's key gets its own model config's parameters: no form, the model's defaults."""
+    async with FakeDify(version=version, required_inputs=("query",)) as fake:
+        status, headers, body = await call(http, fake, "GET", "/parameters", key=fake.chat_key)
+        _, _, workflow = await call(http, fake, "GET", "/parameters")
+    answer = json.loads(body)
+    assert (status, headers["Content-Type"]) == (200, "application/json")
+    assert list(answer) == list(json.loads(workflow))  # the same keys, in the same order
+    assert answer["user_input_form"] == []  # the workflow's inputs are not the chat app's
+    assert answer["opening_statement"] is None
+    assert answer["retriever_resource"] == {"enabled": True}
+    assert answer["text_to_speech"] == {"enabled": False}
+    assert answer["sensitive_word_avoidance"] == {"enabled": False, "type": "", "configs": []}
+    assert answer["file_upload"] == {
+        "image": {
+            "enabled": False,
+            "number_limits": 3,
+            "detail": "high",
+            "transfer_methods": ["remote_url", "local_file"],
+        }
+    }
+    assert answer["system_parameters"] == json.loads(workflow)["system_parameters"]

@@ -146,8 +146,21 @@ def started_data(run: SimulatedRun, quirks: Quirks, sequence_number: int) -> dic
     return data
 
 
+_SYSTEM_PARAMETERS = {
+    "image_file_size_limit": 10,
+    "video_file_size_limit": 100,
+    "audio_file_size_limit": 50,
+    "file_size_limit": 15,
+    "workflow_file_upload_limit": 10,
+}
+
+
 def parameters(required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
-    """The body of ``GET /parameters``: each input a ``text-input``."""
+    """The body of ``GET /parameters`` for a workflow (or chatflow): each input a ``text-input``.
+
+    The features come from the published workflow, which sets none of them
+    (``recordings/1.14.2-parameters.json``).
+    """
     form = [
         {
             "text-input": {
@@ -173,13 +186,37 @@ def parameters(required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str
         "user_input_form": form,
         "sensitive_word_avoidance": {"enabled": False},
         "file_upload": {},
-        "system_parameters": {
-            "image_file_size_limit": 10,
-            "video_file_size_limit": 100,
-            "audio_file_size_limit": 50,
-            "file_size_limit": 15,
-            "workflow_file_upload_limit": 10,
+        "system_parameters": dict(_SYSTEM_PARAMETERS),
+    }
+
+
+def chat_parameters() -> dict[str, Any]:
+    """The body of ``GET /parameters`` for a chat app, as a new one's model config gives it.
+
+    A chat app has no workflow: Dify reads its app model config, whose unset features
+    take the model's defaults (retriever resources on, one image upload setting) and
+    whose prompt has no variables, so its form is empty.
+    """
+    return {
+        "opening_statement": None,
+        "suggested_questions": [],
+        "suggested_questions_after_answer": {"enabled": False},
+        "speech_to_text": {"enabled": False},
+        "text_to_speech": {"enabled": False},
+        "retriever_resource": {"enabled": True},
+        "annotation_reply": {"enabled": False},
+        "more_like_this": {"enabled": False},
+        "user_input_form": [],
+        "sensitive_word_avoidance": {"enabled": False, "type": "", "configs": []},
+        "file_upload": {
+            "image": {
+                "enabled": False,
+                "number_limits": 3,
+                "detail": "high",
+                "transfer_methods": ["remote_url", "local_file"],
+            }
         },
+        "system_parameters": dict(_SYSTEM_PARAMETERS),
     }
 
 

@@ -34,6 +34,7 @@ from ._log import LoggedRequest, RequestLog
 from ._logs import LogQueryError, log_page, parse_log_query
 from ._records import (
     blocking_data,
+    chat_parameters,
     finished_data,
     null_record,
     parameters,
@@ -507,7 +508,9 @@ class FakeDify:
             return self._json(null_record(self._quirks))
         return self._json(run_record(run, self._state(run), self._quirks))
 
-    async def _get_parameters(self, _request: web.Request) -> web.StreamResponse:
+    async def _get_parameters(self, request: web.Request) -> web.StreamResponse:
+        if self.apps[request[APP_KEY]].mode == "chat":  # no workflow: its model config's
+            return self._json(chat_parameters())
         return self._json(parameters(self.required_inputs, self.optional_inputs))
 
     async def _get_logs(self, request: web.Request) -> web.StreamResponse:
