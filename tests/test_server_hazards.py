@@ -103,6 +103,27 @@ async def test_live_events_in_the_gap_are_lost(
     ]
 
 
+async def test_snapshot_replays_but_loses_an_end_in_the_gap(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """With include_state_snapshot the replay comes, read before the ping; an end in the gap not."""
+    async with FakeDify(
+        version="1.14.2",
+        clock=vclock.now,
+        sleep=vclock.sleep,
+        subscribe_gap=0.005,
+        stream_idle_timeout=30,
+    ) as fake:
+        run_id = fake.add_run(user="u", duration=10, total_steps=2)
+        vclock.advance(9.998)
+        url = f"{fake.base_url}/workflow/{run_id}/events?user=u&include_state_snapshot=true"
+        async with http.get(url, headers=bearer(fake)) as response:
+            body = await response.read()
+    assert (
+        names(body) == ["ping", "workflow_started", "node_started", "node_finished"] + ["ping"] * 2
+    )
+
+
 async def test_gap_after_the_end_loses_nothing(
     vclock: VirtualClock, http: aiohttp.ClientSession
 ) -> None:
