@@ -135,3 +135,15 @@ def test_bytes_searched_at_most_once_whatever_the_endings(cuts: list[int], endin
     for piece in split(data, cuts):
         decoder.feed(piece)
     assert decoder.scanned <= len(data)
+
+
+def test_benchmark_runs_both_decoders() -> None:
+    """benchmarks/sse.py feeds its event to the old decoder and the new one, and both decode it."""
+    from benchmarks import sse as bench
+
+    figures = bench.run(size=16 * 1024, chunk=512)
+    assert figures["new_bytes_searched"] == figures["event_bytes"]
+    for name in ("old (rescans the pending line)", "new (each byte searched once)"):
+        timing = figures[name]
+        assert isinstance(timing, dict)
+        assert timing["total_ms"] >= timing["longest_feed_ms"] >= 0
