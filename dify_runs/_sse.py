@@ -9,9 +9,13 @@ already given out.
 
 from __future__ import annotations
 
+import re
+
 import attrs
 
 __all__ = ["EventDecoder", "LineDecoder", "ServerSentEvent"]
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 @attrs.frozen
@@ -28,44 +32,69 @@ class ServerSentEvent:
 
 
 class LineDecoder:
-    """Split a byte stream into text lines, whatever the chunking (LF, CRLF or CR endings)."""
+    """Split a byte stream into text lines, whatever the chunking (LF, CRLF or CR endings).
+
+    Each byte is searched for a line end once, when it arrives: a line of megabytes
+    fed in small chunks costs what its bytes cost, not a rescan per chunk.
+    """
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._parts: list[bytes] = []  # the line being received, as it came
+        self._size = 0
+        self._cr = False  # the last chunk ended with \r: a \n may follow in the next one
+        self._scanned = 0
 
     def feed(self, chunk: bytes) -> list[str]:
         """Add bytes; return the lines they complete (without line endings)."""
-        data = self._buffer + chunk if self._buffer else chunk
+        if not chunk:
+            return []
         lines: list[str] = []
         start = 0
-        index = 0
-        end = len(data)
-        while index < end:
-            byte = data[index]
-            if byte == 0x0A:  # \n
-                lines.append(data[start:index].decode("utf-8", "replace"))
-                start = index + 1
-            elif byte == 0x0D:  # \r, alone or before \n
-                if index + 1 == end:
-                    break  # wait: the \n may come in the next chunk
-                lines.append(data[start:index].decode("utf-8", "replace"))
-                if data[index + 1] == 0x0A:
-                    index += 1
-                start = index + 1
-            index += 1
-        self._buffer = data[start:] if start else data
+        if self._cr:  # the pending \r ended a line; a \n right after it belongs to it
+            self._cr = False
+            lines.append(self._take(b""))
+            if chunk[0] == 0x0A:
+                start = 1
+        end = len(chunk)
+        self._scanned += end - start
+        for match in _LINE_END.finditer(chunk, start):
+            if match.end() == end and match.group() == b"\r":
+                self._keep(chunk[start : match.start()])
+                self._cr = True  # wait: the \n may come in the next chunk
+                return lines
+            lines.append(self._take(chunk[start : match.start()]))
+            start = match.end()
+        self._keep(chunk[start:])
         return lines
 
     @property
     def pending(self) -> int:
         """Bytes of a line not yet complete."""
-        return len(self._buffer)
+        return self._size + self._cr
+
+    @property
+    def scanned(self) -> int:
+        """Bytes searched for line ends so far: each byte fed at most once, never again."""
+        return self._scanned
 
     def close(self) -> list[str]:
         """Return what is left as a last line (a stream may end without a newline)."""
-        rest, self._buffer = self._buffer, b""
-        text = rest.decode("utf-8", "replace").rstrip("\r")
+        self._cr = False
+        text = self._take(b"")
         return [text] if text else []
+
+    def _keep(self, piece: bytes) -> None:
+        if piece:
+            self._parts.append(piece)
+            self._size += len(piece)
+
+    def _take(self, last: bytes) -> str:
+        """The pending line ended by ``last``, decoded; the buffer is left empty."""
+        if self._parts:
+            self._parts.append(last)
+            last = b"".join(self._parts)
+            self._parts, self._size = [], 0
+        return last.decode("utf-8", "replace")
 
 
 class EventDecoder:
@@ -86,6 +115,11 @@ class EventDecoder:
     def pending(self) -> int:
         """Bytes of the event being received so far: its data lines, and a partial line."""
         return self._size + self._lines.pending
+
+    @property
+    def scanned(self) -> int:
+        """Bytes searched for line ends so far (see :attr:`LineDecoder.scanned`)."""
+        return self._lines.scanned
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Add bytes; return the events they complete."""

@@ -477,3 +477,243 @@ def test_capacity_arguments() -> None:
         FakeDify(capacity=0)
     with pytest.raises(ValueError, match="overload"):
         FakeDify(capacity=1, overload="drop")  # type: ignore[arg-type]
+
+
+# --- live events of the run event stream (recordings/1.14.2-events-running.txt) -------------
+
+
+async def test_live_node_events_carry_null_predecessor(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """Every live node event has predecessor_node_id, and it is null, as 1.14.2 sends it."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        run_id = fake.add_run(user="u", duration=30, total_steps=3)
+        _, _, body = await call(http, fake, "GET", f"/workflow/{run_id}/events?user=u")
+    nodes = [e for e in data_events(body) if e["event"].startswith("node_")]
+    assert len(nodes) == 5  # the start node started with the run, before the stream
+    assert all("predecessor_node_id" in e["data"] for e in nodes)
+    assert {e["data"]["predecessor_node_id"] for e in nodes} == {None}
+
+
+async def test_live_text_chunk_before_the_answering_node_finishes(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """The node feeding the end streams each text output as text_chunk, just before its end."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        run_id = fake.add_run(
+            user="u", duration=30, total_steps=3, outputs={"result": "hello dify", "n": 3}
+        )
+        task_id = fake.runs[run_id].task_id
+        _, _, body = await call(http, fake, "GET", f"/workflow/{run_id}/events?user=u")
+        failed = fake.add_run(user="u", duration=30, total_steps=3, status="failed")
+        _, _, failed_body = await call(http, fake, "GET", f"/workflow/{failed}/events?user=u")
+    stream = data_events(body)
+    assert [e["event"] for e in stream] == [
+        "node_finished",
+        "node_started",
+        "text_chunk",
+        "node_finished",
+        "node_started",
+        "node_finished",
+        "workflow_finished",
+    ]
+    chunk = stream[2]
+    assert list(chunk) == ["event", "workflow_run_id", "task_id", "data"]
+    assert (chunk["workflow_run_id"], chunk["task_id"]) == (run_id, task_id)
+    assert chunk["data"] == {"text": "hello dify", "from_variable_selector": ["step_1", "result"]}
+    assert stream[3]["data"]["node_id"] == "step_1"
+    assert b'{"event":"text_chunk","workflow_run_id":' in body  # compact, as recorded
+    assert "text_chunk" not in [e["event"] for e in data_events(failed_body)]
+
+
+async def test_snapshot_replays_no_text_chunk(
+    vclock: VirtualClock, http: aiohttp.ClientSession
+) -> None:
+    """A snapshot replays nodes from the database, where text chunks are not kept."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep) as fake:
+        run_id = fake.add_run(user="u", duration=30, total_steps=3, outputs={"result": "x"})
+        vclock.advance(25)  # step 1 (and its text chunk) is past
+        query = "user=u&include_state_snapshot=true"
+        _, _, body = await call(http, fake, "GET", f"/workflow/{run_id}/events?{query}")
+    assert [e["event"] for e in data_events(body)] == [
+        "workflow_started",
+        "node_started",
+        "node_finished",
+        "node_started",
+        "node_finished",
+        "node_finished",  # the end node, live (its start was neither finished nor live)
+        "workflow_finished",
+    ]
+
+
+# --- the logs route's validation (Dify's WorkflowLogQuery; dateutil's isoparse) ------------
+
+PYDANTIC = "https://errors.pydantic.dev/2.12/v/"
+
+
+def pydantic_error(*problems: tuple[str, str, str, str]) -> str:
+    """str() of pydantic's ValidationError for WorkflowLogQuery: (field, text, type, input)."""
+    count = len(problems)
+    lines = [f"{count} validation error{'s' if count > 1 else ''} for WorkflowLogQuery"]
+    for field, text, kind, value in problems:
+        lines += [
+            field,
+            f"  {text} [type={kind}, input_value={value}, input_type=str]",
+            f"    For further information visit {PYDANTIC}{kind}",
+        ]
+    return "\n".join(lines)
+
+
+GE_1 = "Input should be greater than or equal to 1"
+NOT_INT = "Input should be a valid integer, unable to parse string as an integer"
+
+
+@pytest.mark.parametrize("version", ["1.12.1", "1.13.2", "1.14.2"])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        pytest.param(
+            "limit=0", pydantic_error(("limit", GE_1, "greater_than_equal", "'0'")), id="0"
+        ),
+        pytest.param(
+            "limit=101",
+            pydantic_error(
+                ("limit", "Input should be less than or equal to 100", "less_than_equal", "'101'")
+            ),
+            id="101",
+        ),
+        pytest.param(
+            "limit=1.5", pydantic_error(("limit", NOT_INT, "int_parsing", "'1.5'")), id="1.5"
+        ),
+        pytest.param(
+            "page=100000",
+            pydantic_error(
+                (
+                    "page",
+                    "Input should be less than or equal to 99999",
+                    "less_than_equal",
+                    "'100000'",
+                )
+            ),
+            id="page-high",
+        ),
+        pytest.param(
+            "status=running&page=x&limit=-0",
+            pydantic_error(
+                (
+                    "status",
+                    "Input should be 'succeeded', 'failed' or 'stopped'",
+                    "literal_error",
+                    "'running'",
+                ),
+                ("page", NOT_INT, "int_parsing", "'x'"),
+                ("limit", GE_1, "greater_than_equal", "'-0'"),
+            ),
+            id="all-at-once",
+        ),
+        pytest.param(
+            "limit=" + "9" * 60,
+            pydantic_error(
+                (
+                    "limit",
+                    "Input should be less than or equal to 100",
+                    "less_than_equal",
+                    "'" + "9" * 24 + "..." + "9" * 23 + "'",
+                )
+            ),
+            id="long-input-cut",
+        ),
+        pytest.param(
+            "created_at__after=yesterday",
+            "invalid literal for int() with base 10: b'yest'",
+            id="word-date",
+        ),
+        pytest.param("created_at__before=2027-13-01", "month must be in 1..12", id="month-13"),
+        pytest.param("created_at__before=2027-01-15T25:00", "hour must be in 0..23", id="hour-25"),
+        pytest.param(
+            "created_at__before=x&created_at__after=2027-01-15T08:00:10+00:00:00",
+            "ISO string too short",
+            id="before-first",
+        ),
+    ],
+)
+async def test_logs_query_errors_in_pydantic_words(
+    version: Any, query: str, message: str, http: aiohttp.ClientSession
+) -> None:
+    """From 1.12, a bad logs query gets 400 invalid_param with pydantic's (or isoparse's) text."""
+    async with FakeDify(version=version) as fake:
+        status, _, body = await call(http, fake, "GET", f"/workflows/logs?{query}")
+    assert status == 400
+    assert json.loads(body) == {"code": "invalid_param", "message": message, "status": 400}
+
+
+@pytest.mark.parametrize(
+    ("query", "params", "message"),
+    [
+        ("limit=0", "limit", "Invalid argument: 0. argument must be within the range 1 - 100"),
+        (
+            "page=0&limit=x",
+            "page",
+            "Invalid argument: 0. argument must be within the range 1 - 99999",
+        ),
+        ("limit=x", "limit", "x is not a valid integer"),
+        ("status=running&limit=0", "status", "running is not a valid choice"),
+    ],
+)
+async def test_logs_query_errors_on_1_0_1_name_the_parameter(
+    query: str, params: str, message: str, http: aiohttp.ClientSession
+) -> None:
+    """1.0.1 checks the query with flask-restful's reqparse: the first problem, and its name."""
+    async with FakeDify(version="1.0.1") as fake:
+        status, _, body = await call(http, fake, "GET", f"/workflows/logs?{query}")
+    assert status == 400
+    assert json.loads(body) == {
+        "code": "invalid_param",
+        "message": message,
+        "params": params,
+        "status": 400,
+    }
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=%2B05.000&page=%201%20",  # pydantic cleans signs, zeros, spaces, a .000 tail
+        "limit=1_0",
+        "created_at__after=2027-W03-1T08",  # an ISO week, an hour alone
+        "created_at__after=2027-015&created_at__before=20270115T235959,5-0100",
+        "created_at__before=",  # empty: no filter
+    ],
+)
+async def test_logs_query_accepted_as_dify_reads_it(
+    query: str, http: aiohttp.ClientSession
+) -> None:
+    """Values pydantic and isoparse accept although they look odd are not refused."""
+    async with FakeDify(version="1.14.2") as fake:
+        status, _, body = await call(http, fake, "GET", f"/workflows/logs?{query}")
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_parameters_of_a_chat_app(version: Any, http: aiohttp.ClientSession) -> None:
+    """A chat app's key gets its own model config's parameters: no form, the model's defaults."""
+    async with FakeDify(version=version, required_inputs=("query",)) as fake:
+        status, headers, body = await call(http, fake, "GET", "/parameters", key=fake.chat_key)
+        _, _, workflow = await call(http, fake, "GET", "/parameters")
+    answer = json.loads(body)
+    assert (status, headers["Content-Type"]) == (200, "application/json")
+    assert list(answer) == list(json.loads(workflow))  # the same keys, in the same order
+    assert answer["user_input_form"] == []  # the workflow's inputs are not the chat app's
+    assert answer["opening_statement"] is None
+    assert answer["retriever_resource"] == {"enabled": True}
+    assert answer["text_to_speech"] == {"enabled": False}
+    assert answer["sensitive_word_avoidance"] == {"enabled": False, "type": "", "configs": []}
+    assert answer["file_upload"] == {
+        "image": {
+            "enabled": False,
+            "number_limits": 3,
+            "detail": "high",
+            "transfer_methods": ["remote_url", "local_file"],
+        }
+    }
+    assert answer["system_parameters"] == json.loads(workflow)["system_parameters"]

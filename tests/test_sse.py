@@ -104,3 +104,46 @@ def test_pending_counts_bytes_and_empty_data_lines() -> None:
     decoder = EventDecoder()
     decoder.feed(b"data\n" * 1000 + "data: é\n".encode())
     assert decoder.pending == 1000 + len("é\n".encode())
+
+
+def big_event(size: int) -> bytes:
+    """A ``workflow_finished`` event whose outputs hold ``size`` bytes of text, as one line."""
+    payload = {"event": "workflow_finished", "data": {"outputs": {"text": "x" * size}}}
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def test_each_byte_is_searched_once() -> None:
+    """A 3 MiB event in 16 KiB chunks: every byte is searched for a line end once, not per chunk."""
+    stream = big_event(3 * 1024 * 1024)
+    decoder = EventDecoder()
+    events: list[ServerSentEvent] = []
+    most_pending = 0
+    for start in range(0, len(stream), 16 * 1024):
+        events.extend(decoder.feed(stream[start : start + 16 * 1024]))
+        most_pending = max(most_pending, decoder.pending)
+    assert [json.loads(e.data)["event"] for e in events] == ["workflow_finished"]
+    assert decoder.scanned == len(stream)  # a rescan of the pending line would be ~200 times this
+    assert most_pending > len(stream) - 16 * 1024  # the line is held whole until its end
+    assert decoder.pending == 0
+
+
+@given(cuts=st.lists(st.integers(0, 200), max_size=20), ending=st.sampled_from(["\r\n", "\r"]))
+def test_bytes_searched_at_most_once_whatever_the_endings(cuts: list[int], ending: str) -> None:
+    """However the stream is cut and whatever its line endings, no byte is searched twice."""
+    data = STREAM.replace("\n", ending).encode()
+    decoder = EventDecoder()
+    for piece in split(data, cuts):
+        decoder.feed(piece)
+    assert decoder.scanned <= len(data)
+
+
+def test_benchmark_runs_both_decoders() -> None:
+    """benchmarks/sse.py feeds its event to the old decoder and the new one, and both decode it."""
+    from benchmarks import sse as bench
+
+    figures = bench.run(size=16 * 1024, chunk=512)
+    assert figures["new_bytes_searched"] == figures["event_bytes"]
+    for name in ("old (rescans the pending line)", "new (each byte searched once)"):
+        timing = figures[name]
+        assert isinstance(timing, dict)
+        assert timing["total_ms"] >= timing["longest_feed_ms"] >= 0

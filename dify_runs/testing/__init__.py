@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ._apps import SimulatedApp, SimulatedRun
 from ._clock import VirtualClock, virtual_time
+from ._connections import WorkerConnections
 from ._faults import Fault
 from ._log import LoggedRequest
 from ._server import DEFAULT_API_KEY, FakeDify
@@ -30,5 +31,6 @@ __all__ = [
     "SimulatedApp",
     "SimulatedRun",
     "VirtualClock",
+    "WorkerConnections",
     "virtual_time",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from ._apps import SimulatedRun
+from ._apps import RunState, SimulatedRun
 from ._records import (
     Milestone,
     finished_data,
@@ -35,6 +35,8 @@ class EventStreamSettings:
         ping_interval: Seconds between keep-alive pings.
         idle_timeout: Seconds without an event after which the server closes.
         stopping: Set when the fake closes.
+        subscribe_gap: Seconds between the first ping and the subscription to the
+            run's live events; what happens in between is lost (Dify 1.14.2's race).
     """
 
     quirks: Quirks
@@ -43,6 +45,7 @@ class EventStreamSettings:
     ping_interval: float
     idle_timeout: float
     stopping: asyncio.Event
+    subscribe_gap: float = 0.0
 
 
 def _line(payload: dict[str, Any], *, compact: bool) -> bytes:
@@ -66,6 +69,10 @@ async def serve_events(
     ``workflow_paused``, or after ``idle_timeout`` without an event. A run
     already paused gets only pings unless ``snapshot`` is set; a stopped run
     (the stop is not recorded) never gets its end.
+
+    As on 1.14.2, the run is read before the first ping and its live events are
+    subscribed to ``subscribe_gap`` seconds after it: what happens in between is
+    lost, its end included (the stream then only pings until it is idle long enough).
     """
     quirks = settings.quirks
     response = web.StreamResponse(
@@ -97,6 +104,7 @@ async def serve_events(
             await response.write_eof()
             return response
         await response.write(_PING)
+        subscribed = await _subscribe(run, state, settings)
         timeline = milestones(run)
         if snapshot:  # replayed from the database: the task id is the run id
             await send("workflow_started", started_data(run, quirks, 0), run.id)
@@ -107,17 +115,58 @@ async def serve_events(
                 await send("workflow_paused", paused_data(run, state), run.id)
                 await response.write_eof()
                 return response
-        await _live(run, timeline, settings, send, response, state.status, state.progress)
+        if _ended_between(state, subscribed):
+            await _pings_only(settings, response)
+        else:
+            status, progress = subscribed.status, subscribed.progress
+            await _live(run, timeline, settings, send, response, status, progress)
         await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away
     return response
 
 
+async def _subscribe(run: SimulatedRun, read: RunState, settings: EventStreamSettings) -> RunState:
+    """Subscribe to the run's live events ``subscribe_gap`` after the first ping.
+
+    Returns:
+        Where the run was at the subscription: the live events start from there.
+    """
+    if settings.subscribe_gap <= 0:
+        return read
+    await settings.sleep(settings.subscribe_gap)
+    return run.state(settings.clock(), settings.quirks)
+
+
+def _ended_between(read: RunState, subscribed: RunState) -> bool:
+    """Whether the run finished or paused after it was read but before the subscription."""
+    if read is subscribed:
+        return False
+    paused = subscribed.status == "paused" and read.status != "paused"
+    return subscribed.finished_at is not None or paused
+
+
+async def _pings_only(settings: EventStreamSettings, response: web.StreamResponse) -> None:
+    """A stream whose run's end was lost: pings every ``ping_interval`` until idle."""
+    subscribed = last_ping = settings.clock()
+    while not settings.stopping.is_set():
+        now = settings.clock()
+        wait = min(last_ping + settings.ping_interval, subscribed + settings.idle_timeout) - now
+        # At most a couple of seconds: a client's hang-up is seen soon after.
+        await settings.sleep(max(0.001, min(2.0, wait)))
+        now = settings.clock()
+        if now - subscribed >= settings.idle_timeout:
+            return
+        if now - last_ping >= settings.ping_interval:
+            await response.write(_PING)
+            last_ping = now
+
+
 def _finished_nodes(timeline: list[Milestone], progress: float) -> list[Milestone]:
-    """The events of the nodes that had finished by ``progress`` (only those are replayed)."""
+    """The node events of the nodes that had finished by ``progress`` (only those are replayed)."""
     done = {m.data["id"] for m in timeline if m.event == "node_finished" and m.at <= progress}
-    return [milestone for milestone in timeline if milestone.data["id"] in done]
+    # Text chunks are not stored: a replay has none.
+    return [m for m in timeline if m.event.startswith("node_") and m.data["id"] in done]
 
 
 async def _live(

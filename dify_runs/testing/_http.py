@@ -41,9 +41,13 @@ def json_answer(
     return web.Response(body=json.dumps(payload).encode(), status=status, headers=headers)
 
 
-def error_answer(quirks: Quirks, status: int, code: str, message: str) -> web.Response:
-    """Dify's error body, with ``status`` where the version sends it."""
+def error_answer(
+    quirks: Quirks, status: int, code: str, message: str, *, params: str | None = None
+) -> web.Response:
+    """Dify's error body, with ``params`` if given and ``status`` where the version sends it."""
     body: dict[str, Any] = {"code": code, "message": message}
+    if params is not None:
+        body["params"] = params
     if quirks.status_in_5xx if status >= 500 else quirks.status_in_4xx:
         body["status"] = status
     return json_answer(quirks, body, status)

@@ -146,8 +146,21 @@ def started_data(run: SimulatedRun, quirks: Quirks, sequence_number: int) -> dic
     return data
 
 
+_SYSTEM_PARAMETERS = {
+    "image_file_size_limit": 10,
+    "video_file_size_limit": 100,
+    "audio_file_size_limit": 50,
+    "file_size_limit": 15,
+    "workflow_file_upload_limit": 10,
+}
+
+
 def parameters(required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
-    """The body of ``GET /parameters``: each input a ``text-input``."""
+    """The body of ``GET /parameters`` for a workflow (or chatflow): each input a ``text-input``.
+
+    The features come from the published workflow, which sets none of them
+    (``recordings/1.14.2-parameters.json``).
+    """
     form = [
         {
             "text-input": {
@@ -173,13 +186,37 @@ def parameters(required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str
         "user_input_form": form,
         "sensitive_word_avoidance": {"enabled": False},
         "file_upload": {},
-        "system_parameters": {
-            "image_file_size_limit": 10,
-            "video_file_size_limit": 100,
-            "audio_file_size_limit": 50,
-            "file_size_limit": 15,
-            "workflow_file_upload_limit": 10,
+        "system_parameters": dict(_SYSTEM_PARAMETERS),
+    }
+
+
+def chat_parameters() -> dict[str, Any]:
+    """The body of ``GET /parameters`` for a chat app, as a new one's model config gives it.
+
+    A chat app has no workflow: Dify reads its app model config, whose unset features
+    take the model's defaults (retriever resources on, one image upload setting) and
+    whose prompt has no variables, so its form is empty.
+    """
+    return {
+        "opening_statement": None,
+        "suggested_questions": [],
+        "suggested_questions_after_answer": {"enabled": False},
+        "speech_to_text": {"enabled": False},
+        "text_to_speech": {"enabled": False},
+        "retriever_resource": {"enabled": True},
+        "annotation_reply": {"enabled": False},
+        "more_like_this": {"enabled": False},
+        "user_input_form": [],
+        "sensitive_word_avoidance": {"enabled": False, "type": "", "configs": []},
+        "file_upload": {
+            "image": {
+                "enabled": False,
+                "number_limits": 3,
+                "detail": "high",
+                "transfer_methods": ["remote_url", "local_file"],
+            }
         },
+        "system_parameters": dict(_SYSTEM_PARAMETERS),
     }
 
 
@@ -213,11 +250,11 @@ def human_input_data(run: SimulatedRun) -> dict[str, Any]:
 
 @attrs.frozen
 class Milestone:
-    """A node event of a run's timeline.
+    """A live event of a run's timeline.
 
     Attributes:
         at: Seconds of the timeline (progress) at which it happens.
-        event: ``node_started`` or ``node_finished``.
+        event: ``node_started``, ``text_chunk`` or ``node_finished``.
         data: The event's data.
     """
 
@@ -227,11 +264,17 @@ class Milestone:
 
 
 def milestones(run: SimulatedRun) -> list[Milestone]:
-    """The run's node events: ``total_steps`` nodes, one after another, evenly spread."""
+    """The run's live events: ``total_steps`` nodes, one after another, evenly spread.
+
+    As on 1.14.2, ``predecessor_node_id`` is null in every node event, and the
+    node before the end node streams the run's text outputs as ``text_chunk``
+    events just before its ``node_finished`` (``from_variable_selector`` names it
+    and the output), as a workflow's answer does.
+    """
     steps = max(run.total_steps, 0)
     span = run.duration / steps if steps else 0.0
+    producer = max(steps - 2, 0)
     events: list[Milestone] = []
-    predecessor: str | None = None
     for index in range(steps):
         node_id = "start" if index == 0 else "end" if index == steps - 1 else f"step_{index}"
         node_type = node_id if node_id in {"start", "end"} else "code"
@@ -241,7 +284,7 @@ def milestones(run: SimulatedRun) -> list[Milestone]:
             "node_type": node_type,
             "title": node_id.replace("_", " ").title(),
             "index": index + 1,
-            "predecessor_node_id": predecessor,
+            "predecessor_node_id": None,
         }
         begun, ended = index * span, (index + 1) * span
         events.append(
@@ -260,6 +303,8 @@ def milestones(run: SimulatedRun) -> list[Milestone]:
                 },
             )
         )
+        if index == producer:
+            events.extend(_text_chunks(run, node_id, ended))
         events.append(
             Milestone(
                 ended,
@@ -284,5 +329,13 @@ def milestones(run: SimulatedRun) -> list[Milestone]:
                 },
             )
         )
-        predecessor = node_id
     return events
+
+
+def _text_chunks(run: SimulatedRun, node_id: str, at: float) -> list[Milestone]:
+    """The ``text_chunk`` events of the run's text outputs, streamed by ``node_id``."""
+    return [
+        Milestone(at, "text_chunk", {"text": value, "from_variable_selector": [node_id, name]})
+        for name, value in _outputs(run, run.status).items()
+        if isinstance(value, str)
+    ]

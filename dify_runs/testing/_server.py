@@ -19,6 +19,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from ._apps import APP_MODES, AppMode, RunState, SimulatedApp, SimulatedRun
 from ._auth import auth_middleware
 from ._capacity import Overload, ServiceQueue
+from ._connections import WorkerConnections
 from ._events import EventStreamSettings, serve_events
 from ._faults import Fault, FaultRules
 from ._http import (
@@ -30,9 +31,10 @@ from ._http import (
     router_not_found,
 )
 from ._log import LoggedRequest, RequestLog
-from ._logs import log_page, parse_log_query
+from ._logs import LogQueryError, log_page, parse_log_query
 from ._records import (
     blocking_data,
+    chat_parameters,
     finished_data,
     null_record,
     parameters,
@@ -90,9 +92,24 @@ class FakeDify:
         queue_limit: How many requests may wait with ``overload="429"``.
         stream_idle_timeout: Seconds without an event after which the run
             event stream (1.14.2) closes, as Dify does after 300.
+        subscribe_gap: Seconds between the first ``event: ping`` of the run
+            event stream (1.14.2) and its subscription to the run's live events,
+            for a run not yet finished. What happens in between is lost for good:
+            a ``workflow_finished`` or ``workflow_paused`` there leaves the stream
+            pinging until ``stream_idle_timeout`` (Dify 1.14.2's race, 0.4-7 ms
+            live). 0 (default) loses nothing.
+        worker_connections: Requests the API worker serves at once (Dify's Docker
+            image: 10); the rest wait for a free slot in arrival order, and each
+            open event stream holds one for its whole life. None (default): no cap.
+            :attr:`connections` shows the slots held and how long requests waited.
+        stable_log_order: Keep rows of the same second in ``GET /workflows/logs``
+            in a fixed order. By default they come back in a new (seeded) random
+            order on every request, as on real servers, which order rows by their
+            whole-second ``created_at`` only.
 
     Raises:
-        ValueError: An unknown ``version``, or a bad ``capacity`` or ``overload``.
+        ValueError: An unknown ``version``, a bad ``capacity`` or ``overload``, or
+            ``worker_connections`` below 1.
     """
 
     def __init__(
@@ -114,6 +131,9 @@ class FakeDify:
         overload: Overload = "queue",
         queue_limit: int = 0,
         stream_idle_timeout: float = 300.0,
+        subscribe_gap: float = 0.0,
+        worker_connections: int | None = None,
+        stable_log_order: bool = False,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
@@ -129,6 +149,7 @@ class FakeDify:
         self.required_inputs = required_inputs
         self.optional_inputs = optional_inputs
         self.stream_idle_timeout = stream_idle_timeout
+        self.subscribe_gap = subscribe_gap
         published = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
         self.workflow_version = published.strftime("%Y-%m-%d %H:%M:%S.%f")
         """The published workflow's version as the logs show it: the date it was published."""
@@ -146,6 +167,7 @@ class FakeDify:
         self._app_ids = random.Random(seed + 3)
         self._log = RequestLog(self._now, keep=keep_log)
         self._faults = FaultRules(seed)
+        self._log_ties = None if stable_log_order else random.Random(seed + 4)
         self._queue = (
             None
             if capacity is None
@@ -157,6 +179,12 @@ class FakeDify:
                 queue_limit=queue_limit,
             )
         )
+        self.connections = (
+            None
+            if worker_connections is None
+            else WorkerConnections(worker_connections, clock=self._now)
+        )
+        """The worker's connection slots (with ``worker_connections``), else None."""
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.apps[api_key] = SimulatedApp(
@@ -411,8 +439,10 @@ class FakeDify:
 
     def _make_app(self) -> web.Application:
         quirks = self._quirks
-        middlewares: list[Middleware] = [
-            self._log.middleware(self._route_of),
+        middlewares: list[Middleware] = [self._log.middleware(self._route_of)]
+        if self.connections is not None:  # every request, as nginx passes each on
+            middlewares.append(self.connections.middleware())
+        middlewares += [
             self._route_errors,
             self._faults.middleware(quirks, self._sleep, self._stopping),
         ]
@@ -478,14 +508,16 @@ class FakeDify:
             return self._json(null_record(self._quirks))
         return self._json(run_record(run, self._state(run), self._quirks))
 
-    async def _get_parameters(self, _request: web.Request) -> web.StreamResponse:
+    async def _get_parameters(self, request: web.Request) -> web.StreamResponse:
+        if self.apps[request[APP_KEY]].mode == "chat":  # no workflow: its model config's
+            return self._json(chat_parameters())
         return self._json(parameters(self.required_inputs, self.optional_inputs))
 
     async def _get_logs(self, request: web.Request) -> web.StreamResponse:
         try:
-            query = parse_log_query(request.query)
-        except ValueError as exc:
-            return error_answer(self._quirks, 400, "invalid_param", str(exc))
+            query = parse_log_query(request.query, self._quirks)
+        except LogQueryError as exc:
+            return error_answer(self._quirks, 400, "invalid_param", str(exc), params=exc.params)
         app_key = request[APP_KEY]
         page = log_page(
             (run for run in self.runs.values() if run.app_key == app_key),
@@ -493,6 +525,7 @@ class FakeDify:
             now=self.clock(),
             quirks=self._quirks,
             version=self.workflow_version,
+            ties=self._log_ties,
         )
         return self._json(page)
 
@@ -515,6 +548,7 @@ class FakeDify:
             ping_interval=self.ping_interval,
             idle_timeout=self.stream_idle_timeout,
             stopping=self._stopping,
+            subscribe_gap=self.subscribe_gap,
         )
         snapshot = request.query.get("include_state_snapshot", "false").lower() == "true"
         return await serve_events(request, run, settings, snapshot=snapshot)

@@ -53,6 +53,10 @@ class Quirks:
             (``running``); otherwise only once it ended.
         log_end_user_type: ``created_by_end_user.type`` in log rows.
         log_row_details: Log rows carry ``details`` and ``workflow_run.triggered_from``.
+        log_query_errors: How the logs route words a bad query: ``"pydantic"``
+            (Dify's ``WorkflowLogQuery`` model: the ``ValidationError`` text, every
+            problem) or ``"reqparse"`` (flask-restful: the first problem, its
+            parameter in ``params``).
         server_header: ``Server`` header value, or None to leave the default.
         not_workflow_app_message: The 400 ``not_workflow_app`` message.
     """
@@ -78,6 +82,7 @@ class Quirks:
     log_row_at_start: bool
     log_end_user_type: str
     log_row_details: bool
+    log_query_errors: Literal["pydantic", "reqparse"]
     server_header: str | None
     not_workflow_app_message: str = _NOT_WORKFLOW_APP
 
@@ -104,6 +109,7 @@ _V1_0_1 = Quirks(
     log_row_at_start=False,
     log_end_user_type="service_api",
     log_row_details=False,
+    log_query_errors="reqparse",
     server_header="gunicorn",
 )
 _V1_12_1 = attrs.evolve(
@@ -123,6 +129,7 @@ _V1_12_1 = attrs.evolve(
     log_row_at_start=True,
     log_end_user_type="service-api",
     log_row_details=True,
+    log_query_errors="pydantic",
 )
 _V1_13_2 = attrs.evolve(
     _V1_12_1,
