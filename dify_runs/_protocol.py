@@ -559,11 +559,11 @@ def _announced(items: Any, path: str, payload: Any) -> tuple[HumanInputForm, ...
     elif isinstance(items, list):
         found = [(f"{path}[{index}]", item) for index, item in enumerate(items)]
     else:
-        found = [(path, items)]
+        found = [(path, None)]  # not a list: refused below
     forms: list[HumanInputForm] = []
     for where, item in found:
         if not isinstance(item, dict):
-            kind = "a list" if where == "$.data.reasons" else "an object"
+            kind = "an object" if where.endswith(("]", "data")) else "a list"
             raise UnexpectedResponseError(
                 "pause reasons are not the expected shape",
                 status=200,
