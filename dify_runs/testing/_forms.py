@@ -87,6 +87,14 @@ _APPROVE_OR_REJECT = (
 )
 
 
+def _as_fields(fields: Iterable[FormField]) -> tuple[FormField, ...]:
+    return tuple(fields)
+
+
+def _as_actions(actions: Iterable[UserAction]) -> tuple[UserAction, ...]:
+    return tuple(actions)
+
+
 @attrs.frozen(kw_only=True)
 class HumanInputNode:
     """A Human Input node of a scripted run: where the run pauses, and the form it shows.
@@ -114,8 +122,8 @@ class HumanInputNode:
     title: str = "Human"
     template: str = "Please approve {{#start.query#}}"
     content: str | None = None
-    inputs: tuple[FormField, ...] = attrs.field(default=(), converter=tuple)
-    actions: tuple[UserAction, ...] = attrs.field(default=_APPROVE_OR_REJECT, converter=tuple)
+    inputs: tuple[FormField, ...] = attrs.field(default=(), converter=_as_fields)
+    actions: tuple[UserAction, ...] = attrs.field(default=_APPROVE_OR_REJECT, converter=_as_actions)
     expires_in: float = attrs.field(default=36 * 3600.0, converter=float)
     resume_delay: float = attrs.field(default=0.1, converter=float)
 
