@@ -588,6 +588,7 @@ async def test_events_after_the_answer(
 ) -> None:
     """A plain stream open at the answer gets the resumption as recorded, to workflow_finished."""
     recorded = recorded_events()
+    v14.stream_idle_timeout = 3600
     run_id = paused_run(v14, vclock, duration=10, total_steps=4)
     (token,) = v14.pending_forms(run_id)
     first_task = v14.runs[run_id].task_id
@@ -596,6 +597,7 @@ async def test_events_after_the_answer(
         assert await response.content.readline() == b"event: ping\n"
         await call(http, v14, "POST", f"/form/human_input/{token}", body=answer(comment="fine"))
         raw = await response.read()
+    assert vclock.now() < v14.runs[run_id].created + 60  # closed at the end, not when idle
     events = [item for item in stream(raw) if item != "ping"]
     got = names(events)
     assert got[:4] == [
@@ -631,11 +633,13 @@ async def test_events_after_the_answer(
     assert by_name["workflow_finished"]["data"]["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("gap", [2.0, 0.01], ids=["apart", "within-one-tick"])
 async def test_a_plain_stream_closes_at_the_second_pause(
-    vclock: VirtualClock, v14: FakeDify, http: aiohttp.ClientSession
+    gap: float, vclock: VirtualClock, v14: FakeDify, http: aiohttp.ClientSession
 ) -> None:
     """With two nodes, a stream open at the first answer closes at the second pause, new token."""
-    nodes = (HumanInputNode(at=1), HumanInputNode(at=3, node_id="review", title="Review"))
+    v14.stream_idle_timeout = 3600
+    nodes = (HumanInputNode(at=1), HumanInputNode(at=1 + gap, node_id="review", title="Review"))
     run_id = paused_run(v14, vclock, *nodes, duration=10)
     (first,) = v14.pending_forms(run_id)
     url = f"{v14.base_url}/workflow/{run_id}/events?user=recorder"
@@ -643,6 +647,7 @@ async def test_a_plain_stream_closes_at_the_second_pause(
         await response.content.readline()
         await call(http, v14, "POST", f"/form/human_input/{first}", body=answer())
         raw = await response.read()
+    assert vclock.now() < v14.runs[run_id].created + 60  # closed at the pause, not when idle
     events = [item for item in stream(raw) if item != "ping"]
     assert names(events)[:4] == [
         "workflow_started",
