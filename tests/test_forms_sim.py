@@ -667,9 +667,10 @@ async def test_a_plain_stream_closes_at_the_second_pause(
 async def test_a_stream_sees_the_run_reach_its_node(
     vclock: VirtualClock, v14: FakeDify, http: aiohttp.ClientSession
 ) -> None:
-    """A stream open while the run runs gets its node events, then the form and the pause."""
+    """A stream open while the run runs gets its node events, then the form and the pause, at once."""
     run_id = v14.add_run(duration=10, total_steps=4, user="u", human_input=[HumanInputNode(at=6)])
     _, _, raw = await call(http, v14, "GET", f"/workflow/{run_id}/events?user=u")
+    assert vclock.now() - v14.runs[run_id].created == pytest.approx(6, abs=0.01)
     events = [item for item in stream(raw) if item != "ping"]
     assert names(events)[-3:] == ["node_started", "human_input_required", "workflow_paused"]
     assert "node_finished" in names(events)

@@ -26,6 +26,7 @@ from aiohttp import web
 from ._apps import RunState, SimulatedRun
 from ._http import APP_KEY, error_answer, json_answer
 from ._records import (
+    Milestone,
     finished_data,
     milestones,
     node_finished,
@@ -381,6 +382,17 @@ class HumanInputRun:
             ("human_input_form_filled", filled, task),
             ("node_finished", node_finished(common, outputs, resumed, resumed, 0.0), task),
         ]
+
+    def milestones(self, run: SimulatedRun) -> list[Milestone]:
+        """The run's node events in timeline order, its Human Input nodes' arrivals included.
+
+        A stream following the run wakes up at each (see ``_events._next_change``).
+        """
+        reached = [
+            Milestone(node.at, "node_started", self._common(run, index, "asked"))
+            for index, node in enumerate(self.nodes)
+        ]
+        return sorted([*milestones(run), *reached], key=lambda milestone: milestone.at)
 
     def events(self, run: SimulatedRun, state: RunState, quirks: Quirks) -> list[Event]:
         """Every event of the run up to ``state``, in order, as a live stream sends them."""
