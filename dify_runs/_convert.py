@@ -377,48 +377,10 @@ def _objects_only(structure: Callable[[Any, Any], Any], name: str) -> Callable[[
     return hook
 
 
-def _register_form_hooks(conv: cattrs.Converter) -> None:
-    """Teach ``conv`` the Human Input form records, both ways."""
-    conv.register_structure_hook(
-        FormInput,
-        _objects_only(
-            make_dict_structure_fn(
-                FormInput,
-                conv,
-                default=override(struct_hook=_structure_default),
-                **_renamed(FormInput),
-            ),
-            "form input",
-        ),
-    )
-    conv.register_structure_hook(
-        FormAction,
-        _objects_only(
-            make_dict_structure_fn(FormAction, conv, **_renamed(FormAction)), "form action"
-        ),
-    )
-    for record in (FormInput, FormAction):
-        conv.register_unstructure_hook(
-            record, make_dict_unstructure_fn(record, conv, **_renamed(record))
-        )
-    fields = {
-        **_renamed(HumanInputForm),
-        "inputs": override(struct_hook=_tuple_of_list(conv, FormInput)),
-        "node_id": override(struct_hook=_str_or_none),
-        "node_title": override(struct_hook=_str_or_none),
-        "form_id": override(struct_hook=_str_or_none),
-    }
-    # A reason or an event names the buttons ``actions``; the form's GET ``user_actions``.
-    actions = _tuple_of_list(conv, FormAction)
-    announced = make_dict_structure_fn(
-        HumanInputForm, conv, actions=override(struct_hook=actions), **fields
-    )
-    fetched = make_dict_structure_fn(
-        HumanInputForm,
-        conv,
-        actions=override(rename="user_actions", struct_hook=actions),
-        **fields,
-    )
+def _form_hook(
+    announced: Callable[[Any, Any], HumanInputForm], fetched: Callable[[Any, Any], HumanInputForm]
+) -> Callable[[Any, Any], HumanInputForm]:
+    """HumanInputForm's structure hook: a reason or an event (``actions``), or the GET's body."""
 
     def structure_form(payload: Any, cls: type) -> HumanInputForm:
         if type(payload) is not dict:
@@ -429,11 +391,7 @@ def _register_form_hooks(conv: cattrs.Converter) -> None:
             return fetched(form, cls)
         return announced(form, cls)
 
-    conv.register_structure_hook(HumanInputForm, structure_form)
-    conv.register_unstructure_hook(
-        HumanInputForm,
-        make_dict_unstructure_fn(HumanInputForm, conv, **_renamed(HumanInputForm)),
-    )
+    return structure_form
 
 
 def _tuple_of_list(conv: cattrs.Converter, record: type) -> Callable[[Any, Any], Any]:
@@ -495,7 +453,52 @@ def make_converter() -> cattrs.Converter:
         StartedRun,
         make_dict_unstructure_fn(StartedRun, conv, run_id=override(rename="workflow_run_id")),
     )
-    _register_form_hooks(conv)
+
+    # Human Input forms: fields named as Dify names them, lists only where lists belong.
+    conv.register_structure_hook(
+        FormInput,
+        _objects_only(
+            make_dict_structure_fn(
+                FormInput,
+                conv,
+                default=override(struct_hook=_structure_default),
+                **_renamed(FormInput),
+            ),
+            "form input",
+        ),
+    )
+    conv.register_structure_hook(
+        FormAction,
+        _objects_only(
+            make_dict_structure_fn(FormAction, conv, **_renamed(FormAction)), "form action"
+        ),
+    )
+    form_fields = {
+        **_renamed(HumanInputForm),
+        "inputs": override(struct_hook=_tuple_of_list(conv, FormInput)),
+        "node_id": override(struct_hook=_str_or_none),
+        "node_title": override(struct_hook=_str_or_none),
+        "form_id": override(struct_hook=_str_or_none),
+    }
+    actions = _tuple_of_list(conv, FormAction)
+    conv.register_structure_hook(
+        HumanInputForm,
+        _form_hook(
+            make_dict_structure_fn(
+                HumanInputForm, conv, actions=override(struct_hook=actions), **form_fields
+            ),
+            make_dict_structure_fn(  # the form's GET names the buttons user_actions
+                HumanInputForm,
+                conv,
+                actions=override(rename="user_actions", struct_hook=actions),
+                **form_fields,
+            ),
+        ),
+    )
+    for record in (FormInput, FormAction, HumanInputForm):
+        conv.register_unstructure_hook(
+            record, make_dict_unstructure_fn(record, conv, **_renamed(record))
+        )
     return conv
 
 

@@ -114,7 +114,9 @@ class HumanInputNode:
             ``template`` with the run's inputs.
         inputs: The fields to fill in (every one is required).
         actions: The buttons; an answer picks one.
-        expires_in: Seconds from the node's reach to the form's expiry.
+        expires_in: Seconds from the node's reach to the form's expiry; an expired
+            form takes no answer and its run stays paused (what Dify does next
+            is not imitated).
         resume_delay: Seconds the run still reads ``paused`` after an answer.
     """
 

@@ -369,6 +369,8 @@ class FakeDify:
     def resume(self, run_id: str) -> None:
         """Resume a paused run (as a person answering its Human Input node would).
 
+        A run scripted with ``human_input`` waits for :meth:`answer_form` instead.
+
         Args:
             run_id: A run scripted with ``pause_at``.
 
