@@ -102,8 +102,8 @@ async def serve_events(
             await response.write_eof()
             return response
         await response.write(_PING)
-        timeline = milestones(run)
         forms = run.forms if quirks.paused_exists else None  # Human Input nodes: _forms.py
+        timeline = milestones(run) if forms is None else forms.milestones(run)
         if snapshot:  # replayed from the database: the task id is the run id
             replay, paused = (
                 _replay(run, timeline, state, quirks)

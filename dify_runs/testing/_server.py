@@ -21,7 +21,8 @@ from ._auth import auth_middleware
 from ._capacity import Overload, ServiceQueue
 from ._events import EventStreamSettings, serve_events
 from ._faults import Fault, FaultRules
-from ._forms import HumanInputNode, HumanInputRun, answer_form, find_form, get_form, post_form
+from ._form_route import answer_form, find_form, get_form, post_form
+from ._forms import HumanInputNode, HumanInputRun
 from ._http import (
     APP_KEY,
     LOG_NOW,
