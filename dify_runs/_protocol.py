@@ -59,6 +59,7 @@ __all__ = [
     "parse_log_page",
     "parse_retry_after",
     "parse_run",
+    "parse_submission",
     "required_inputs",
     "run_path",
     "started_run",
@@ -506,6 +507,18 @@ def form_submission(
     return {"inputs": dict(inputs), "action": action, "user": user}
 
 
+def parse_submission(status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """Check the answer to ``POST form/human_input/{token}``: a 2xx (Dify's ``{}``) is accepted.
+
+    Raises:
+        FormAlreadySubmittedError: 412, someone answered first; FormExpiredError: 412, too late.
+        BadRequestError: 400 ``invalid_form_data`` (an unknown action, a missing input).
+        DifyAPIError: Any other non-2xx answer, as the subclass for its status.
+    """
+    if not 200 <= status < 300:
+        raise api_error(status, headers, body)
+
+
 def _form(payload: Any, *, path: str, status: int, body: str) -> HumanInputForm:
     """One form read by the converter; a wrong shape is an error naming the fields."""
     try:
@@ -552,24 +565,25 @@ def _announced(items: Any, path: str, payload: Any) -> tuple[HumanInputForm, ...
     way, by e-mail: the API cannot answer them), are left out.
     """
     body = excerpt(json.dumps(payload, default=str))
+
+    def shape(expected: str, where: str) -> UnexpectedResponseError:
+        problem = f"expected {expected} @ {where}"
+        return UnexpectedResponseError(
+            "pause reasons are not the expected shape", status=200, problems=[problem], body=body
+        )
+
     if path == "$.data":
         found = [(path, items)]
     elif items is None:
         return ()
-    elif isinstance(items, list):
-        found = [(f"{path}[{index}]", item) for index, item in enumerate(items)]
+    elif not isinstance(items, list):
+        raise shape("a list", path)
     else:
-        found = [(path, None)]  # not a list: refused below
+        found = [(f"{path}[{index}]", item) for index, item in enumerate(items)]
     forms: list[HumanInputForm] = []
     for where, item in found:
         if not isinstance(item, dict):
-            kind = "an object" if where.endswith(("]", "data")) else "a list"
-            raise UnexpectedResponseError(
-                "pause reasons are not the expected shape",
-                status=200,
-                problems=[f"expected {kind} @ {where}"],
-                body=body,
-            )
+            raise shape("an object", where)
         if item.get("TYPE", HUMAN_INPUT_REASON) == HUMAN_INPUT_REASON and item.get("form_token"):
             forms.append(_form(item, path=where, status=200, body=body))
     return tuple(forms)

@@ -438,6 +438,20 @@ def test_parse_form_raises_the_mapped_error() -> None:
         protocol.parse_form(412, {}, json.dumps(recorded["body"]).encode(), token=TOKEN)
 
 
+def test_parse_submission() -> None:
+    """The recorded 200 {} accepts the answer; the recorded 412 raises FormAlreadySubmittedError."""
+    accepted = recording("form-submit")
+    protocol.parse_submission(200, accepted["headers"], b"{}\n")
+    refused = recording("form-submitted-twice")
+    with pytest.raises(FormAlreadySubmittedError):
+        protocol.parse_submission(412, refused["headers"], json.dumps(refused["body"]).encode())
+    body = json.dumps(
+        {"code": "invalid_form_data", "message": "Invalid action: nope", "status": 400}
+    )
+    with pytest.raises(BadRequestError, match="Invalid action: nope"):
+        protocol.parse_submission(400, {}, body.encode())
+
+
 # --- the request side ---------------------------------------------------------------------
 
 
