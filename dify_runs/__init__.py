@@ -23,6 +23,8 @@ from ._errors import (
     DifyConnectionError,
     DifyError,
     DifyTimeoutError,
+    FormAlreadySubmittedError,
+    FormExpiredError,
     InvalidIdError,
     PermissionDeniedError,
     RateLimitError,
@@ -34,7 +36,15 @@ from ._errors import (
     WrongEventLoopError,
 )
 from ._limits import AdaptiveLimiter
-from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
+from ._models import (
+    FormAction,
+    FormInput,
+    HumanInputForm,
+    RunStatus,
+    RunSummary,
+    StartedRun,
+    WorkflowRun,
+)
 from ._policy import PollPolicy
 from ._retry import RetryBudget
 from ._sync import SyncDifyClient
@@ -58,6 +68,11 @@ __all__ = [
     "DifyConnectionError",
     "DifyError",
     "DifyTimeoutError",
+    "FormAction",
+    "FormAlreadySubmittedError",
+    "FormExpiredError",
+    "FormInput",
+    "HumanInputForm",
     "InvalidIdError",
     "PermissionDeniedError",
     "PollPolicy",

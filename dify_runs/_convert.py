@@ -9,7 +9,10 @@ quirks" page); the hooks here accept every shape seen:
   2822 date strings (1.0.x), always returned as timezone-aware UTC datetimes;
 * ``total_steps``, ``total_tokens`` and ``elapsed_time`` as null (read as 0);
 * a ``status`` this library does not know (kept as it is, not terminal);
-* extra fields (ignored).
+* extra fields (ignored);
+* a Human Input form as a paused answer's ``reasons``, a ``human_input_required``
+  event or the form's own GET send it (``actions`` or ``user_actions``), each
+  field's default read from ``resolved_default_values`` when Dify resolved it.
 
 Everything else is strict: a number where a string belongs, a boolean where a
 number belongs, or a string that is not a date raises, and
@@ -18,19 +21,29 @@ number belongs, or a string that is not a date raises, and
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, get_origin
 
 import cattrs
 import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.v import format_exception
 
-from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
+from ._models import (
+    FormAction,
+    FormInput,
+    HumanInputForm,
+    RunStatus,
+    RunSummary,
+    StartedRun,
+    WorkflowRun,
+)
 
-__all__ = ["converter", "make_converter"]
+__all__ = ["converter", "default_text", "make_converter", "problems"]
 
 
 # The hooks test the usual type first (``type(x) is int`` also rules out a bool):
@@ -248,15 +261,161 @@ def _generated_run_hook(conv: cattrs.Converter) -> Callable[[Any, Any], Workflow
     )
 
 
+# -- Human Input forms ---------------------------------------------------------------------
+
+
+def default_text(value: Any) -> str:
+    """A resolved default value as text, as Dify's form GET writes ``resolved_default_values``.
+
+    Null is ``""``, an object or a list is JSON, anything else ``str()`` of it
+    (``True``, ``3``): what Dify's Python does, so that a form read from a
+    paused answer and the same form read from its GET agree.
+    """
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _structure_default(value: Any, _: type) -> str | None:
+    """A form field's ``default``: Dify's ``{type, selector, value}``, or already text.
+
+    A ``constant`` default is its value; a ``variable`` default nobody resolved
+    (not in ``resolved_default_values``) offers nothing.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if value.get("type") != "constant":
+            return None
+        constant = value.get("value")
+        return None if constant is None else default_text(constant)
+    return default_text(value)
+
+
+def _prepare_form(payload: dict[str, Any]) -> dict[str, Any]:
+    """A form as the class hooks read it: null lists as empty, resolved defaults in place.
+
+    Anything that is not the expected shape is passed on for the class hook to
+    refuse with a field path.
+    """
+    form = dict(payload)
+    for key in ("inputs", "actions", "user_actions"):
+        if key in form and form[key] is None:
+            form[key] = []
+    resolved = form.get("resolved_default_values")
+    inputs = form.get("inputs")
+    if isinstance(resolved, dict) and resolved and isinstance(inputs, list):
+        form["inputs"] = [_resolved_input(item, resolved) for item in inputs]
+    return form
+
+
+def _resolved_input(item: Any, resolved: dict[str, Any]) -> Any:
+    name = item.get("output_variable_name") if isinstance(item, dict) else None
+    if not isinstance(name, str) or name not in resolved:
+        return item
+    return {**item, "default": default_text(resolved[name])}
+
+
+#: Fields Dify names otherwise, by record (a reason's names; the form's GET says
+#: ``user_actions`` for ``actions``).
+_WIRE_NAMES: dict[type, dict[str, str]] = {
+    FormInput: {"name": "output_variable_name"},
+    FormAction: {"style": "button_style"},
+    HumanInputForm: {
+        "token": "form_token",
+        "content": "form_content",
+        "expires_at": "expiration_time",
+    },
+}
+
+
+def _renamed(cls: type) -> dict[str, Any]:
+    return {name: override(rename=wire) for name, wire in _WIRE_NAMES[cls].items()}
+
+
+def problems(exc: BaseException, path: str = "$") -> list[str]:
+    """What :func:`cattrs.transform_error` says, with fields named as Dify sends them.
+
+    ``invalid value for type, expected datetime @ $.data.reasons[0].expiration_time``
+    rather than ``... @ $.data.reasons[0].expires_at``.
+    """
+    found: list[str] = []
+    if isinstance(exc, cattrs.IterableValidationError):
+        items, without = exc.group_exceptions()
+        for inner, item in items:
+            found += _problem(inner, f"{path}[{item.index!r}]", item.type)
+    elif isinstance(exc, cattrs.ClassValidationError):
+        fields, without = exc.group_exceptions()
+        wire = _WIRE_NAMES.get(exc.cl, {})
+        for inner, field in fields:
+            found += _problem(inner, f"{path}.{wire.get(field.name, field.name)}", field.type)
+    else:
+        return [f"{format_exception(exc, None)} @ {path}"]
+    return found + [f"{format_exception(inner, None)} @ {path}" for inner in without]
+
+
+def _problem(exc: BaseException, path: str, expected: Any) -> list[str]:
+    if isinstance(exc, (cattrs.ClassValidationError, cattrs.IterableValidationError)):
+        return problems(exc, path)
+    if get_origin(expected) is tuple:
+        expected = list  # what the JSON holds: "expected list", not "expected tuple"
+    return [f"{format_exception(exc, expected)} @ {path}"]
+
+
+def _objects_only(structure: Callable[[Any, Any], Any], name: str) -> Callable[[Any, Any], Any]:
+    """A class hook that refuses anything but a JSON object (a list would be read by index)."""
+
+    def hook(value: Any, cls: type) -> Any:
+        if type(value) is not dict:
+            raise TypeError(f"expected a {name} object, got {type(value).__name__}")
+        return structure(value, cls)
+
+    return hook
+
+
+def _form_hook(
+    announced: Callable[[Any, Any], HumanInputForm], fetched: Callable[[Any, Any], HumanInputForm]
+) -> Callable[[Any, Any], HumanInputForm]:
+    """HumanInputForm's structure hook: a reason or an event (``actions``), or the GET's body."""
+
+    def structure_form(payload: Any, cls: type) -> HumanInputForm:
+        if type(payload) is not dict:
+            problem = TypeError(f"expected a form object, got {type(payload).__name__}")
+            raise cattrs.ClassValidationError("not a form", [problem], HumanInputForm)
+        form = _prepare_form(payload)
+        if "user_actions" in form and "actions" not in form:
+            return fetched(form, cls)
+        return announced(form, cls)
+
+    return structure_form
+
+
+def _tuple_of_list(conv: cattrs.Converter, record: type) -> Callable[[Any, Any], Any]:
+    """A hook reading a JSON list (only a list: a string or an object is refused) as a tuple."""
+
+    def structure(value: Any, _: type) -> tuple[Any, ...]:
+        if type(value) is not list:
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return tuple(conv.structure(value, list[record]))  # type: ignore[valid-type]
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
     """Build the converter dify_runs uses.
 
     Returns:
         A new :class:`cattrs.Converter` that structures Dify's JSON into
         :class:`~dify_runs.WorkflowRun`, :class:`~dify_runs.StartedRun` and
-        :class:`~dify_runs.RunSummary` (from a workflow-log row), and
-        unstructures records back into the wire shape (statuses as strings,
-        dates as Unix seconds, inputs and outputs as objects).
+        :class:`~dify_runs.RunSummary` (from a workflow-log row) and
+        :class:`~dify_runs.HumanInputForm` (from a paused answer's reason, an
+        event or the form's GET), and unstructures records back into the wire
+        shape (statuses as strings, dates as Unix seconds, inputs and outputs
+        as objects, forms as a reason carries them).
     """
     conv = cattrs.Converter(detailed_validation=True)
 
@@ -294,6 +453,52 @@ def make_converter() -> cattrs.Converter:
         StartedRun,
         make_dict_unstructure_fn(StartedRun, conv, run_id=override(rename="workflow_run_id")),
     )
+
+    # Human Input forms: fields named as Dify names them, lists only where lists belong.
+    conv.register_structure_hook(
+        FormInput,
+        _objects_only(
+            make_dict_structure_fn(
+                FormInput,
+                conv,
+                default=override(struct_hook=_structure_default),
+                **_renamed(FormInput),
+            ),
+            "form input",
+        ),
+    )
+    conv.register_structure_hook(
+        FormAction,
+        _objects_only(
+            make_dict_structure_fn(FormAction, conv, **_renamed(FormAction)), "form action"
+        ),
+    )
+    form_fields = {
+        **_renamed(HumanInputForm),
+        "inputs": override(struct_hook=_tuple_of_list(conv, FormInput)),
+        "node_id": override(struct_hook=_str_or_none),
+        "node_title": override(struct_hook=_str_or_none),
+        "form_id": override(struct_hook=_str_or_none),
+    }
+    actions = _tuple_of_list(conv, FormAction)
+    conv.register_structure_hook(
+        HumanInputForm,
+        _form_hook(
+            make_dict_structure_fn(
+                HumanInputForm, conv, actions=override(struct_hook=actions), **form_fields
+            ),
+            make_dict_structure_fn(  # the form's GET names the buttons user_actions
+                HumanInputForm,
+                conv,
+                actions=override(rename="user_actions", struct_hook=actions),
+                **form_fields,
+            ),
+        ),
+    )
+    for record in (FormInput, FormAction, HumanInputForm):
+        conv.register_unstructure_hook(
+            record, make_dict_unstructure_fn(record, conv, **_renamed(record))
+        )
     return conv
 
 

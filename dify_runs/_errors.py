@@ -10,13 +10,16 @@ library decided to raise", or one tier below it for a kind of failure::
     │   ├── PermissionDeniedError    403
     │   ├── RunNotFoundError         404 from Dify, or 200 with "id": null (Dify <= 1.12);
     │   │                            a web server's 404 (a wrong base_url) is a DifyAPIError
+    │   ├── FormExpiredError         412 human_input_form_expired: a form past its time
+    │   ├── FormAlreadySubmittedError
+    │   │                            412 human_input_form_submitted: a form answered already
     │   ├── RateLimitError           429
     │   └── ServerError              5xx, including HTML pages from proxies
     ├── DifyConnectionError          no usable answer: refused, reset, TLS, DNS
     │   └── DifyTimeoutError         no answer within the request timeout
     ├── UnexpectedResponseError      an answer that is not a Dify run record
     ├── InvalidIdError               (also a ValueError) a run, task or workflow id that is
-    │                                not a UUID; nothing was sent
+    │                                not a UUID, or a form token no form has; nothing was sent
     ├── ConfigurationError           (also a ValueError) e.g. no API key anywhere
     ├── WaitTimeoutError             (also a TimeoutError) a wait passed its deadline
     ├── RunFailedError               a waited run failed or was stopped
@@ -45,6 +48,8 @@ __all__ = [
     "DifyConnectionError",
     "DifyError",
     "DifyTimeoutError",
+    "FormAlreadySubmittedError",
+    "FormExpiredError",
     "InvalidIdError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -157,6 +162,21 @@ class RunNotFoundError(DifyAPIError):
     run_id: str | None = None
 
 
+class FormExpiredError(DifyAPIError):
+    """HTTP 412 ``human_input_form_expired``: the form no longer takes answers.
+
+    Its time ran out (``HumanInputForm.expires_at``); nothing was changed.
+    """
+
+
+class FormAlreadySubmittedError(DifyAPIError):
+    """HTTP 412 ``human_input_form_submitted``: the form was answered already.
+
+    Someone (anyone with the app's key may answer) answered first; this answer
+    changed nothing. The run goes on with the first answer.
+    """
+
+
 class RateLimitError(DifyAPIError):
     """HTTP 429: too many requests (Dify's rate limit or a gateway's).
 
@@ -231,7 +251,10 @@ def _rebuild_unexpected(
 
 
 class InvalidIdError(DifyError, ValueError):
-    """An id (of a run, a task or a workflow) is not a UUID; no request was sent."""
+    """An id (of a run, a task or a workflow) is not a UUID, or a form token is malformed.
+
+    Nothing was sent.
+    """
 
 
 class ConfigurationError(DifyError, ValueError):

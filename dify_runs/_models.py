@@ -8,7 +8,15 @@ from typing import Any
 
 import attrs
 
-__all__ = ["RunStatus", "RunSummary", "StartedRun", "WorkflowRun"]
+__all__ = [
+    "FormAction",
+    "FormInput",
+    "HumanInputForm",
+    "RunStatus",
+    "RunSummary",
+    "StartedRun",
+    "WorkflowRun",
+]
 
 _TERMINAL = frozenset({"succeeded", "failed", "stopped", "partial-succeeded"})
 _KNOWN_UNKNOWN_LIMIT = 64
@@ -152,3 +160,68 @@ class RunSummary:
     user: str | None = None
     triggered_from: str | None = None
     log_id: str
+
+
+@attrs.frozen(kw_only=True)
+class FormInput:
+    """One field a person fills in on a Human Input form.
+
+    Attributes:
+        name: The field's name (Dify's ``output_variable_name``): the key of
+            ``inputs`` when the form is answered.
+        type: Dify's kind of field (``paragraph``, ``text_input``, ...).
+        default: The text the form offers before anyone types, or None when it
+            offers none. A default read from a variable is the value Dify
+            resolved for this run (``resolved_default_values``), as text (an
+            object or a list as JSON), as Dify's form page shows it; a constant
+            default is its value.
+    """
+
+    name: str
+    type: str
+    default: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FormAction:
+    """One button of a Human Input form: answering the form means choosing one.
+
+    Attributes:
+        id: What to send as the answer's ``action``.
+        title: The button's label.
+        style: Dify's ``button_style`` (``primary``, ``default``, ``accent``, ``ghost``).
+    """
+
+    id: str
+    title: str
+    style: str = "default"
+
+
+@attrs.frozen(kw_only=True)
+class HumanInputForm:
+    """A form a paused run waits on: a person answers it and the run goes on.
+
+    Dify 1.14 and newer serve it at ``form/human_input/{token}``.
+
+    Attributes:
+        token: The form's token: what its URL and its answer name it by.
+        node_id: The id of the Human Input node that asked, or None when read
+            from the form's own GET (which does not say).
+        node_title: That node's title, or None as for ``node_id``.
+        content: The form's text as Dify rendered it for this run (Markdown).
+            Dify's run event stream, replaying a paused run's state, sends the
+            node's template instead (``Please approve {{#start.query#}}``).
+        inputs: The fields to fill in; Dify refuses an answer missing one.
+        actions: The buttons; an answer chooses one by its ``id``.
+        expires_at: When the form stops taking answers (timezone-aware, UTC).
+        form_id: Dify's id of the form (its messages name it), if it said.
+    """
+
+    token: str
+    node_id: str | None = None
+    node_title: str | None = None
+    content: str
+    inputs: tuple[FormInput, ...] = ()
+    actions: tuple[FormAction, ...] = ()
+    expires_at: datetime
+    form_id: str | None = None

@@ -810,7 +810,12 @@ def test_demo_failures_read_as_simulated_workflow_failures(
 ) -> None:
     """The demo's failed runs fail with a workflow's own (made-up) errors, said to be simulated."""
     out = io.StringIO()
-    code = asyncio.run(_demo.demo(runs=20, out=out, err=io.StringIO(), clock=VirtualClock()))
+
+    async def demo() -> int:
+        with virtual_time() as clock:
+            return await _demo.demo(runs=20, out=out, err=io.StringIO(), clock=clock)
+
+    code = asyncio.run(demo())
     assert code == 0
     assert "20 simulated runs" in out.getvalue().splitlines()[0]
     assert "scripted" in out.getvalue().splitlines()[0]

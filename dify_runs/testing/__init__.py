@@ -12,6 +12,13 @@ unknown runs before 1.13, stops that are never recorded from 1.12 on)::
 
 Runs follow scripted timelines in the fake's clock; faults can be injected per
 route or per run; every request is logged in :attr:`FakeDify.requests`.
+
+A run may wait for a person at Human Input nodes (Dify 1.14's forms)::
+
+    run_id = fake.add_run(duration=2.0, human_input=[HumanInputNode(at=1.0)])
+    ...  # one second later, the run is paused
+    (token,) = fake.pending_forms(run_id)  # GET or POST /v1/form/human_input/{token}
+    fake.answer_form(token, action="approve")  # or let the client answer it
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from ._apps import SimulatedApp, SimulatedRun
 from ._clock import VirtualClock, virtual_time
 from ._connections import WorkerConnections
 from ._faults import Fault
+from ._forms import FormField, HumanInputNode, UserAction
 from ._log import LoggedRequest
 from ._server import DEFAULT_API_KEY, FakeDify
 
@@ -27,9 +35,12 @@ __all__ = [
     "DEFAULT_API_KEY",
     "FakeDify",
     "Fault",
+    "FormField",
+    "HumanInputNode",
     "LoggedRequest",
     "SimulatedApp",
     "SimulatedRun",
+    "UserAction",
     "VirtualClock",
     "WorkerConnections",
     "virtual_time",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from ._versions import Quirks
+
+if TYPE_CHECKING:
+    from ._forms import HumanInputNode, HumanInputRun
 
 AppMode = Literal["workflow", "advanced-chat", "chat"]
 """An app's mode: a workflow, a chatflow (``advanced-chat``) or a chat app."""
@@ -23,12 +26,15 @@ class SimulatedApp:
         mode: ``workflow``, ``advanced-chat`` (a chatflow) or ``chat``.
         id: The app's id (``sys.app_id`` in run inputs).
         workflow_id: The id of its published workflow (``None`` for a chat app).
+        human_input: The Human Input nodes of its workflow: every run of the
+            app pauses at each (see :class:`~dify_runs.testing.HumanInputNode`).
     """
 
     key: str
     mode: str
     id: str
     workflow_id: str | None
+    human_input: tuple[HumanInputNode, ...] = ()
 
 
 @attrs.frozen
@@ -39,11 +45,17 @@ class RunState:
         status: The status the GET reports.
         progress: Seconds of the timeline done (steps and tokens follow it).
         finished_at: When it finished, or None while it runs or waits.
+        counted_from: Seconds of the timeline at which the run last resumed after
+            a form was answered: until it ends, the GET counts steps, tokens
+            and elapsed time from there (0 for a run never resumed that way).
+        resumptions: How many answered forms the run has gone past.
     """
 
     status: str
     progress: float
     finished_at: float | None
+    counted_from: float = 0.0
+    resumptions: int = 0
 
 
 @attrs.define(eq=False)
@@ -72,6 +84,8 @@ class SimulatedRun:
         resumed_at: When it was resumed, or None.
         stopped_at: When it was stopped, or None.
         user: The end user who started it (``user`` of the start request).
+        forms: Its Human Input nodes and their forms (scripted with
+            ``add_run(human_input=...)``), or None.
     """
 
     id: str
@@ -90,6 +104,7 @@ class SimulatedRun:
     resumed_at: float | None = None
     stopped_at: float | None = None
     user: str = "fake-user"
+    forms: HumanInputRun | None = None
 
     def state(self, now: float, quirks: Quirks) -> RunState:
         """Return where the run is at ``now`` on a server with ``quirks``."""
@@ -97,12 +112,14 @@ class SimulatedRun:
             return self._timeline(now, quirks)
         at_stop = self._timeline(min(now, self.stopped_at), quirks)
         if quirks.stop_persisted:
-            return RunState("stopped", at_stop.progress, self.stopped_at)
+            return attrs.evolve(at_stop, status="stopped", finished_at=self.stopped_at)
         # The stop is never recorded: the run reads as it was, forever (steps frozen).
         status = "paused" if at_stop.status == "paused" else "running"
-        return RunState(status, at_stop.progress, None)
+        return attrs.evolve(at_stop, status=status, finished_at=None)
 
     def _timeline(self, now: float, quirks: Quirks) -> RunState:
+        if self.forms is not None and quirks.paused_exists:
+            return self.forms.state(self, now)
         age = max(0.0, now - self.created)
         pause = 0.0
         if quirks.paused_exists and self.pause_at is not None and age >= self.pause_at:

@@ -23,6 +23,11 @@ from ._versions import Quirks
 
 _PING = b"event: ping\n\n"
 
+Event = tuple[str, dict[str, Any], str]
+"""One event of a run's stream: its name, its ``data`` and the task id it carries."""
+News = Callable[[RunState], tuple[list[Event], bool]]
+"""What a live stream has to send in a new state, and whether the stream then ends."""
+
 
 @attrs.frozen(kw_only=True)
 class EventStreamSettings:
@@ -105,21 +110,28 @@ async def serve_events(
             return response
         await response.write(_PING)
         subscribed = await _subscribe(run, state, settings)
-        timeline = milestones(run)
+        forms = run.forms if quirks.paused_exists else None  # Human Input nodes: _forms.py
+        timeline = milestones(run) if forms is None else forms.milestones(run)
         if snapshot:  # replayed from the database: the task id is the run id
-            await send("workflow_started", started_data(run, quirks, 0), run.id)
-            for milestone in _finished_nodes(timeline, state.progress):
-                await send(milestone.event, milestone.data, run.id)
-            if state.status == "paused" and run.stopped_at is None:
-                await send("human_input_required", human_input_data(run), run.id)
-                await send("workflow_paused", paused_data(run, state), run.id)
+            replay, paused = (
+                _replay(run, timeline, state, quirks)
+                if forms is None
+                else forms.replay(run, state, quirks)
+            )
+            for event, data, task_id in replay:
+                await send(event, data, task_id)
+            if paused:
                 await response.write_eof()
                 return response
         if _ended_between(state, subscribed):
             await _pings_only(settings, response)
         else:
-            status, progress = subscribed.status, subscribed.progress
-            await _live(run, timeline, settings, send, response, status, progress)
+            news = (
+                _news(run, timeline, subscribed, quirks)
+                if forms is None
+                else forms.follow(run, subscribed, quirks)
+            )
+            await _live(run, timeline, settings, send, response, news)
         await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away
@@ -162,11 +174,54 @@ async def _pings_only(settings: EventStreamSettings, response: web.StreamRespons
             last_ping = now
 
 
+def _replay(
+    run: SimulatedRun, timeline: list[Milestone], state: RunState, quirks: Quirks
+) -> tuple[list[Event], bool]:
+    """The state snapshot: ``workflow_started`` and the finished nodes; a paused run's pause.
+
+    Returns:
+        The events, and whether the stream ends with them (the run is paused).
+    """
+    found: list[Event] = [("workflow_started", started_data(run, quirks, 0), run.id)]
+    found += [(m.event, m.data, run.id) for m in _finished_nodes(timeline, state.progress)]
+    paused = state.status == "paused" and run.stopped_at is None
+    if paused:
+        found.append(("human_input_required", human_input_data(run), run.id))
+        found.append(("workflow_paused", paused_data(run, state), run.id))
+    return found, paused
+
+
 def _finished_nodes(timeline: list[Milestone], progress: float) -> list[Milestone]:
     """The node events of the nodes that had finished by ``progress`` (only those are replayed)."""
     done = {m.data["id"] for m in timeline if m.event == "node_finished" and m.at <= progress}
     # Text chunks are not stored: a replay has none.
     return [m for m in timeline if m.event.startswith("node_") and m.data["id"] in done]
+
+
+def _news(run: SimulatedRun, timeline: list[Milestone], state: RunState, quirks: Quirks) -> News:
+    """What a live stream opened in ``state`` sends: node events, then the end or a new pause.
+
+    A run already paused when the stream opened gets nothing for that pause.
+    """
+    progress, status = state.progress, state.status
+
+    def news(now: RunState) -> tuple[list[Event], bool]:
+        nonlocal progress, status
+        found = [
+            (m.event, m.data, run.task_id) for m in timeline if progress < m.at <= now.progress
+        ]
+        progress = now.progress
+        if now.finished_at is not None:
+            found.append(("workflow_finished", finished_data(run, now, quirks), run.task_id))
+            return found, True
+        if now.status == "paused" and status != "paused":
+            found.append(("human_input_required", human_input_data(run), run.task_id))
+            found.append(("workflow_paused", paused_data(run, now), run.task_id))
+            return found, True
+        status = now.status
+        return found, False
+
+    return news
 
 
 async def _live(
@@ -175,8 +230,7 @@ async def _live(
     settings: EventStreamSettings,
     send: Callable[[str, dict[str, Any], str], Awaitable[None]],
     response: web.StreamResponse,
-    status: str,
-    progress: float,
+    news: News,
 ) -> None:
     """Follow the run: its new events, pings, until its end, a pause, or idleness.
 
@@ -187,21 +241,12 @@ async def _live(
     while not settings.stopping.is_set():
         await settings.sleep(_next_change(run, timeline, settings, last_ping, last_event))
         now = settings.clock()
-        state = run.state(now, quirks)
-        for milestone in timeline:
-            if progress < milestone.at <= state.progress:
-                await send(milestone.event, milestone.data, run.task_id)
-                last_event = now
-        progress = state.progress
-        if state.finished_at is not None:
-            data = finished_data(run, state, quirks)
-            await send("workflow_finished", data, run.task_id)
+        events, ended = news(run.state(now, quirks))
+        for event, data, task_id in events:
+            await send(event, data, task_id)
+            last_event = now
+        if ended:
             return
-        if state.status == "paused" and status != "paused":
-            await send("human_input_required", human_input_data(run), run.task_id)
-            await send("workflow_paused", paused_data(run, state), run.task_id)
-            return
-        status = state.status
         if now - last_ping >= settings.ping_interval:
             await response.write(_PING)
             last_ping = now

@@ -50,8 +50,20 @@ def null_record(quirks: Quirks) -> dict[str, Any]:
 
 
 def _elapsed(state: RunState, quirks: Quirks) -> float:
-    elapsed = state.progress if state.finished_at is not None else 0.0
+    # A run resumed after a form counts only the time since (elapsed, steps and tokens alike).
+    elapsed = state.progress - state.counted_from if state.finished_at is not None else 0.0
     return round(elapsed, 6) if quirks.round_elapsed else elapsed
+
+
+def counted(run: SimulatedRun, state: RunState) -> float:
+    """The share of the run's steps and tokens a record shows in ``state``.
+
+    A run resumed after a form counts again from its resumption until it ends.
+    """
+    done = run.fraction(state.progress)
+    if state.finished_at is not None or not state.counted_from:
+        return done
+    return max(0.0, done - run.fraction(state.counted_from))
 
 
 def _error(run: SimulatedRun, status: str) -> str | None:
@@ -72,7 +84,7 @@ def run_record(run: SimulatedRun, state: RunState, quirks: Quirks) -> dict[str, 
         outputs = None
     elif not quirks.outputs_as_object:
         outputs = json.dumps(outputs)
-    fraction = run.fraction(state.progress)
+    fraction = counted(run, state)
     created: Any = int(run.created)
     finished: Any = None if state.finished_at is None else int(state.finished_at)
     if quirks.rfc2822_dates:
@@ -106,8 +118,8 @@ def blocking_data(run: SimulatedRun, state: RunState, quirks: Quirks) -> dict[st
     outputs: dict[str, Any] | None = _outputs(run, state.status)
     if state.status == "failed" and quirks.blocking_failed_outputs_null:
         outputs = None
-    fraction = run.fraction(state.progress)
-    return {
+    fraction = counted(run, state)
+    data = {
         "id": run.id,
         "workflow_id": run.workflow_id,
         "status": state.status,
@@ -119,6 +131,10 @@ def blocking_data(run: SimulatedRun, state: RunState, quirks: Quirks) -> dict[st
         "created_at": int(run.created),
         "finished_at": None if state.finished_at is None else int(state.finished_at),
     }
+    if run.forms is not None and state.status == "paused":  # why it paused: its forms
+        data["elapsed_time"] = round(state.progress - state.counted_from, 6)
+        data.update(run.forms.paused_fields(run, state))
+    return data
 
 
 def finished_data(run: SimulatedRun, state: RunState, quirks: Quirks) -> dict[str, Any]:
@@ -222,18 +238,23 @@ def chat_parameters() -> dict[str, Any]:
 
 def paused_data(run: SimulatedRun, state: RunState) -> dict[str, Any]:
     """``data`` of a ``workflow_paused`` event."""
-    fraction = run.fraction(state.progress)
-    return {
+    fraction = counted(run, state)
+    data: dict[str, Any] = {
         "id": run.id,
         "workflow_run_id": run.id,
         "paused_nodes": [HUMAN_INPUT_NODE],
         "outputs": {},
-        "status": "paused",
-        "created_at": int(run.created),
-        "elapsed_time": round(state.progress, 6),
-        "total_tokens": round(run.total_tokens * fraction),
-        "total_steps": round(run.total_steps * fraction),
     }
+    if run.forms is not None:  # which forms it waits on
+        data.update(run.forms.paused_fields(run, state))
+    data.update(
+        status="paused",
+        created_at=int(run.created),
+        elapsed_time=round(state.progress - state.counted_from, 6),
+        total_tokens=round(run.total_tokens * fraction),
+        total_steps=round(run.total_steps * fraction),
+    )
+    return data
 
 
 def human_input_data(run: SimulatedRun) -> dict[str, Any]:
@@ -287,48 +308,11 @@ def milestones(run: SimulatedRun) -> list[Milestone]:
             "predecessor_node_id": None,
         }
         begun, ended = index * span, (index + 1) * span
-        events.append(
-            Milestone(
-                begun,
-                "node_started",
-                {
-                    **common,
-                    "inputs": None,
-                    "inputs_truncated": False,
-                    "created_at": int(run.created + begun),
-                    "extras": {},
-                    "iteration_id": None,
-                    "loop_id": None,
-                    "agent_strategy": None,
-                },
-            )
-        )
+        events.append(Milestone(begun, "node_started", node_started(common, run.created + begun)))
         if index == producer:
             events.extend(_text_chunks(run, node_id, ended))
-        events.append(
-            Milestone(
-                ended,
-                "node_finished",
-                {
-                    **common,
-                    "inputs": {},
-                    "inputs_truncated": False,
-                    "process_data": {},
-                    "process_data_truncated": False,
-                    "outputs": {},
-                    "outputs_truncated": False,
-                    "status": "succeeded",
-                    "error": None,
-                    "elapsed_time": round(span, 6),
-                    "execution_metadata": None,
-                    "created_at": int(run.created + begun),
-                    "finished_at": int(run.created + ended),
-                    "files": [],
-                    "iteration_id": None,
-                    "loop_id": None,
-                },
-            )
-        )
+        finished = node_finished(common, {}, run.created + begun, run.created + ended, span)
+        events.append(Milestone(ended, "node_finished", finished))
     return events
 
 
@@ -339,3 +323,41 @@ def _text_chunks(run: SimulatedRun, node_id: str, at: float) -> list[Milestone]:
         for name, value in _outputs(run, run.status).items()
         if isinstance(value, str)
     ]
+
+
+def node_started(common: dict[str, Any], at: float) -> dict[str, Any]:
+    """``data`` of a ``node_started`` event; ``common``: ``id`` to ``predecessor_node_id``."""
+    return {
+        **common,
+        "inputs": None,
+        "inputs_truncated": False,
+        "created_at": int(at),
+        "extras": {},
+        "iteration_id": None,
+        "loop_id": None,
+        "agent_strategy": None,
+    }
+
+
+def node_finished(
+    common: dict[str, Any], outputs: dict[str, Any], begun: float, ended: float, elapsed: float
+) -> dict[str, Any]:
+    """``data`` of a ``node_finished`` event (a node that succeeded)."""
+    return {
+        **common,
+        "inputs": {},
+        "inputs_truncated": False,
+        "process_data": {},
+        "process_data_truncated": False,
+        "outputs": outputs,
+        "outputs_truncated": False,
+        "status": "succeeded",
+        "error": None,
+        "elapsed_time": round(elapsed, 6),
+        "execution_metadata": None,
+        "created_at": int(begun),
+        "finished_at": int(ended),
+        "files": [],
+        "iteration_id": None,
+        "loop_id": None,
+    }

@@ -7,7 +7,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -22,6 +22,8 @@ from ._capacity import Overload, ServiceQueue
 from ._connections import WorkerConnections
 from ._events import EventStreamSettings, serve_events
 from ._faults import Fault, FaultRules
+from ._form_route import answer_form, find_form, get_form, post_form
+from ._forms import HumanInputNode, HumanInputRun
 from ._http import (
     APP_KEY,
     LOG_NOW,
@@ -228,12 +230,21 @@ class FakeDify:
         """
         return self._log.percentile(percent)
 
-    def add_app(self, *, mode: AppMode = "workflow", key: str | None = None) -> str:
+    def add_app(
+        self,
+        *,
+        mode: AppMode = "workflow",
+        key: str | None = None,
+        human_input: Iterable[HumanInputNode] = (),
+    ) -> str:
         """Add an app and return its key.
 
         Args:
             mode: ``workflow``, ``advanced-chat`` (a chatflow) or ``chat``.
             key: Its API key (default: a new ``app-...`` key).
+            human_input: The Human Input nodes of its workflow: each run of the
+                app, scripted or started by ``POST /workflows/run``, pauses at
+                each (see :meth:`add_run`).
 
         Returns:
             The app's key.
@@ -249,7 +260,13 @@ class FakeDify:
             raise ValueError(f"an app with key {key!r} exists already")
         app_id = _uuid4(self._app_ids)
         workflow_id = None if mode == "chat" else _uuid4(self._app_ids)
-        self.apps[key] = SimulatedApp(key=key, mode=mode, id=app_id, workflow_id=workflow_id)
+        self.apps[key] = SimulatedApp(
+            key=key,
+            mode=mode,
+            id=app_id,
+            workflow_id=workflow_id,
+            human_input=tuple(human_input),
+        )
         return key
 
     def add_run(
@@ -266,6 +283,7 @@ class FakeDify:
         run_id: str | None = None,
         app_key: str | None = None,
         user: str = "fake-user",
+        human_input: Iterable[HumanInputNode] | None = None,
     ) -> str:
         """Script a run that started now and return its id.
 
@@ -283,9 +301,18 @@ class FakeDify:
             app_key: The API key of the app that owns the run (default: the
                 workflow app's); a key of no app here stands for another server's app.
             user: The end user who started it.
+            human_input: Human Input nodes the run pauses at, each until its
+                form is answered (``POST /form/human_input/{token}`` on 1.14.2,
+                or :meth:`answer_form`); :meth:`pending_forms` gives the
+                tokens. Default: the app's (see :meth:`add_app`). Versions
+                without a paused status run straight through them.
 
         Returns:
             The run id.
+
+        Raises:
+            ValueError: Nodes out of order or outside ``duration``, or given
+                with ``pause_at``.
         """
         rid = run_id or self._new_id()
         if error is None and status == "failed":
@@ -305,9 +332,18 @@ class FakeDify:
                 "sys.timestamp": int(created),
             }
         )
+        task_id = self._new_id()
+        nodes = app.human_input if human_input is None else tuple(human_input)
+        if nodes and pause_at is not None:
+            raise ValueError("a run pauses at pause_at or at Human Input nodes, not both")
+        forms = (
+            HumanInputRun.create(nodes, duration=duration, task_id=task_id, rng=self._ids)
+            if nodes
+            else None
+        )
         self.runs[rid] = SimulatedRun(
             id=rid,
-            task_id=self._new_id(),
+            task_id=task_id,
             workflow_id=workflow_id,
             app_key=key,
             inputs=full_inputs,
@@ -320,11 +356,49 @@ class FakeDify:
             total_tokens=total_tokens,
             pause_at=pause_at,
             user=user,
+            forms=forms,
         )
         return rid
 
+    def pending_forms(self, run_id: str) -> list[str]:
+        """The tokens of the forms a run waits on now (reached, unanswered, unexpired).
+
+        Raises:
+            KeyError: No such run on this server.
+        """
+        run = self.runs[run_id]
+        if run.forms is None or not self._quirks.paused_exists:
+            return []
+        return run.forms.pending(run, self.clock())
+
+    def answer_form(
+        self,
+        token: str,
+        *,
+        action: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        user: str = "fake-user",
+    ) -> None:
+        """Answer a waiting form as ``POST /form/human_input/{token}`` does, on any version.
+
+        Args:
+            token: A token from :meth:`pending_forms`.
+            action: The chosen action's id (default: the form's first).
+            inputs: The answer's inputs (default: each field's default).
+            user: Who answers.
+
+        Raises:
+            ValueError: No form waits with this token, or Dify would refuse the answer.
+        """
+        found = find_form(self.runs.values(), token, self.clock())
+        if found is None or token not in self.pending_forms(found[0].id):
+            raise ValueError(f"no form waits for an answer with token {token!r}")
+        answer_form(found, action=action, inputs=inputs, user=user, now=self.clock())
+
     def resume(self, run_id: str) -> None:
         """Resume a paused run (as a person answering its Human Input node would).
+
+        A run scripted with ``human_input`` waits for :meth:`answer_form` instead.
 
         Args:
             run_id: A run scripted with ``pause_at``.
@@ -369,7 +443,7 @@ class FakeDify:
             probability: Chance that a matching request is faulted (seeded).
             run_id: Only requests for this run.
             route: Only this route (``get_run``, ``start_run``, ``stop``,
-                ``parameters``, ``events``, ``logs``), or None for any.
+                ``parameters``, ``events``, ``logs``, ``form``), or None for any.
         """
         self._faults.add(fault, times=times, probability=probability, run_id=run_id, route=route)
 
@@ -382,7 +456,7 @@ class FakeDify:
 
         Args:
             route: ``get_run``, ``start_run``, ``stop``, ``parameters``,
-                ``events``, ``logs`` or ``other``.
+                ``events``, ``logs``, ``form`` or ``other``.
             run_id: Only requests for this run (any UUID form).
 
         Returns:
@@ -460,6 +534,12 @@ class FakeDify:
         ]
         if quirks.events_route:
             routes.append(("GET", "/v1/workflow/{run_id}/events", self._get_events, "events"))
+        if quirks.form_route:
+            form_route = "/v1/form/human_input/{form_token}"
+            routes += [
+                ("GET", form_route, self._form, "form"),
+                ("POST", form_route, self._form, "form"),
+            ]
         self._route_names: dict[AbstractRoute, str] = {}
         for method, path, handler, name in routes:
             self._route_names[app.router.add_route(method, path, handler)] = name
@@ -507,6 +587,10 @@ class FakeDify:
                 return error_answer(self._quirks, 404, "not_found", "Workflow run not found.")
             return self._json(null_record(self._quirks))
         return self._json(run_record(run, self._state(run), self._quirks))
+
+    async def _form(self, request: web.Request) -> web.StreamResponse:
+        answer = get_form if request.method == "GET" else post_form
+        return await answer(request, self.runs.values(), self.clock(), self._quirks)
 
     async def _get_parameters(self, request: web.Request) -> web.StreamResponse:
         if self.apps[request[APP_KEY]].mode == "chat":  # no workflow: its model config's
@@ -628,6 +712,9 @@ class FakeDify:
                     last_ping = self.clock()
             state = self._state(run)
             if state.status == "paused" and run.stopped_at is None:
+                if run.forms is not None:  # its Human Input node announces the form first
+                    data = run.forms.required_data(run, state.resumptions)
+                    await send("human_input_required", data)
                 await send("workflow_paused", paused_data(run, state))
             else:
                 data = finished_data(run, state, self._quirks)

@@ -49,6 +49,8 @@ class Quirks:
         started_reason: ``workflow_started`` data's ``reason``, or None for no key.
         chatflow_reads_runs: A chatflow (advanced-chat) key may GET runs.
         events_route: ``GET /workflow/{id}/events`` exists.
+        form_route: ``GET`` and ``POST /form/human_input/{token}`` exist (a
+            paused run's forms are read and answered through the API).
         log_row_at_start: A run's workflow-log row exists from its start
             (``running``); otherwise only once it ended.
         log_end_user_type: ``created_by_end_user.type`` in log rows.
@@ -79,6 +81,7 @@ class Quirks:
     started_reason: str | None
     chatflow_reads_runs: bool
     events_route: bool
+    form_route: bool
     log_row_at_start: bool
     log_end_user_type: str
     log_row_details: bool
@@ -106,6 +109,7 @@ _V1_0_1 = Quirks(
     started_reason=None,
     chatflow_reads_runs=False,
     events_route=False,
+    form_route=False,
     log_row_at_start=False,
     log_end_user_type="service_api",
     log_row_details=False,
@@ -141,7 +145,9 @@ _V1_13_2 = attrs.evolve(
     stream_begins_with_ping=True,
     started_reason="initial",
 )
-_V1_14_2 = attrs.evolve(_V1_13_2, name="1.14.2", events_route=True, server_header=None)
+_V1_14_2 = attrs.evolve(
+    _V1_13_2, name="1.14.2", events_route=True, form_route=True, server_header=None
+)
 
 VERSIONS: Mapping[str, Quirks] = MappingProxyType(
     {quirks.name: quirks for quirks in (_V1_0_1, _V1_12_1, _V1_13_2, _V1_14_2)}
