@@ -23,6 +23,7 @@ from dify_runs import (
     SyncDifyClient,
     WaitTimeoutError,
     WorkflowRun,
+    WrongEventLoopError,
 )
 from dify_runs._errors import format_seconds
 from dify_runs.testing import Fault
@@ -247,7 +248,7 @@ def test_close_from_a_callback_is_refused(server: FakeDifyThread, client: SyncDi
     def close_now(_: WorkflowRun) -> None:
         try:
             client.close()
-        except ClientClosedError as error:
+        except WrongEventLoopError as error:
             errors.append(error)
 
     client.wait_for_run(run_id, poll=FAST, on_update=close_now)
