@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import sys
 import threading
 import warnings
 import weakref
@@ -236,24 +235,10 @@ class _LoopThread:
 
 #: Every BlockingClient of this process, for the at-fork hook.
 _CLIENTS: weakref.WeakSet[BlockingClient] = weakref.WeakSet()
-#: The loop threads a forked child inherited, kept from ever being destroyed there.
+#: The loop threads a forked child inherited: kept, never destroyed there. They share the
+#: parent's epoll instance and sockets, so closing one of their transports in the child
+#: (which unregisters its socket) would cut the parent's loop off its own connection.
 _INHERITED: list[_LoopThread] = []
-
-
-def _keep_forever(inherited: _LoopThread) -> None:
-    """Keep a loop thread inherited through a fork until this process ends, and beyond.
-
-    Its loop's epoll instance and its connections' sockets are shared with the parent:
-    destroying them here (a transport being closed unregisters its socket from the shared
-    epoll) would cut the parent's loop off its own connections. So the child never
-    destroys them: not while it runs (the list holds them) and not when the interpreter
-    clears its modules at exit (the list holds a reference nobody will ever drop).
-    """
-    if not _INHERITED and sys.implementation.name == "cpython":
-        import ctypes  # noqa: PLC0415 - only children that inherited a loop need it
-
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_INHERITED))
-    _INHERITED.append(inherited)
 
 
 def _after_fork_in_child() -> None:
@@ -367,7 +352,7 @@ class BlockingClient:
     def _forget_parent(self) -> None:
         """In a forked child: leave the parent's loop, thread and session, and start afresh."""
         if self._loop_thread is not None:
-            _keep_forever(self._loop_thread)
+            _INHERITED.append(self._loop_thread)
             self._loop_thread = None
             self._client = None  # bound to the parent's loop: the child makes its own
         self._lock = threading.Lock()  # it may have been held by a thread of the parent
