@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import threading
 import warnings
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -34,6 +34,8 @@ from ._client import DifyClient
 from ._errors import ClientClosedError, ConfigurationError, WrongEventLoopError
 
 __all__ = ["REFUSED", "BlockingClient", "BlockingIterator", "ReentrantCallError"]
+
+logger = logging.getLogger("dify_runs")
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -180,6 +182,8 @@ class _LoopThread:
         except asyncio.CancelledError:
             # By the shutdown (the caller's own cancel, after Ctrl-C, is not waiting for this).
             future.set_exception(ClientClosedError(self._ending or "the call was cancelled"))
+        except GeneratorExit:  # dropped with a loop a failed shutdown left it on; settled
+            raise
         except BaseException as error:  # noqa: BLE001 - every outcome goes to the caller
             future.set_exception(error)
         else:
@@ -212,12 +216,15 @@ class _LoopThread:
                     )
             try:
                 self._shut_down()
+            except Exception:
+                logger.exception("a SyncDifyClient's event loop did not shut down cleanly")
             finally:
                 with self._lock:
                     pending, self._pending = self._pending, set()
                 for future in pending:  # whatever the shutdown missed: never a call left waiting
                     with contextlib.suppress(concurrent.futures.InvalidStateError):
                         future.set_exception(ClientClosedError(self._ending))
+                self._tasks.clear()  # any left pending are dropped now, and say so
                 asyncio.set_event_loop(None)
                 self.loop.close()
 
@@ -233,21 +240,21 @@ class _LoopThread:
         loop.run_until_complete(loop.shutdown_default_executor())
 
 
-#: Every BlockingClient of this process, for the at-fork hook.
-_CLIENTS: weakref.WeakSet[BlockingClient] = weakref.WeakSet()
-#: The loop threads a forked child inherited: kept, never destroyed there. They share the
+#: Loop threads a forked child inherited: kept, never destroyed there. They share the
 #: parent's epoll instance and sockets, so closing one of their transports in the child
 #: (which unregisters its socket) would cut the parent's loop off its own connection.
 _INHERITED: list[_LoopThread] = []
 
 
-def _after_fork_in_child() -> None:
-    for client in list(_CLIENTS):
-        client._forget_parent()  # noqa: SLF001 - this module's own hook
+class _Here:
+    """What a client has in one process: a lock, an async client and a loop thread."""
 
+    __slots__ = ("client", "lock", "loop_thread")
 
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    def __init__(self, client: DifyClient | None) -> None:
+        self.lock = threading.Lock()
+        self.client = client
+        self.loop_thread: _LoopThread | None = None
 
 
 class BlockingClient:
@@ -256,6 +263,11 @@ class BlockingClient:
     Its lifecycle (``with``, :meth:`close`, :attr:`closed`), and the two ways to run a
     method of :class:`DifyClient` on the private loop: :meth:`_call` and :meth:`_iterate`.
     The arguments are those of :class:`DifyClient`, less the :data:`REFUSED` ones.
+
+    Its lock, async client and loop thread belong to one process (by pid): a child
+    forked from it finds none of its own, and makes them on first use. Checking the pid
+    covers every way to fork, hooks or not, and a child's lock is never one the fork
+    copied while another thread of the parent held it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -263,14 +275,10 @@ class BlockingClient:
             if kwargs.pop(name, None) is not None:
                 raise ConfigurationError(f"SyncDifyClient does not take {name}=: {why}")
         self._args, self._kwargs = args, kwargs
+        self._closed = False
         # Built here so that a bad option raises in the caller; it binds to no loop until
         # its first request, made on the loop thread the first call starts.
-        self._client: DifyClient | None = DifyClient(*args, **kwargs)
-        self._loop_thread: _LoopThread | None = None
-        self._closed = False
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        _CLIENTS.add(self)
+        self._processes = {os.getpid(): _Here(DifyClient(*args, **kwargs))}
 
     def __repr__(self) -> str:
         return f"<SyncDifyClient base_url={self.base_url!r} state={self._state()}>"
@@ -278,9 +286,8 @@ class BlockingClient:
     def _state(self) -> str:
         if self._closed:
             return "closed"
-        if self._loop_thread is not None and self._pid == os.getpid():
-            return "open"
-        return "unopened"
+        here = self._processes.get(os.getpid())
+        return "unopened" if here is None or here.loop_thread is None else "open"
 
     @property
     def base_url(self) -> str:
@@ -313,30 +320,29 @@ class BlockingClient:
         Calls still running in other threads raise :class:`ClientClosedError`
         (waits: the :class:`DifyError` that ends a wait on a closed client).
         Closing twice is fine. In a child process, closing a client made before
-        the fork closes the child's use of it only.
+        the fork ends the child's use of it only.
 
         Raises:
             ReentrantCallError: Called from the client's own thread (an
                 ``on_update`` callback), which cannot wait for itself to end.
         """
-        if self._pid != os.getpid():
-            self._forget_parent()
-        running = self._loop_thread
+        here = self._here()
+        running = here.loop_thread
         if running is not None and threading.current_thread() is running.thread:
             raise ReentrantCallError(
                 "a SyncDifyClient cannot be closed from its own thread (an on_update callback)"
             )
-        with self._lock:
+        with here.lock:
             if self._closed:
                 return
             self._closed = True
-            running = self._loop_thread
+            running = here.loop_thread
         if running is not None:
             running.stop(wait=True)
 
     def __del__(self) -> None:
-        running = getattr(self, "_loop_thread", None)
-        if running is None or self._closed or self._pid != os.getpid():
+        here = getattr(self, "_processes", {}).get(os.getpid())
+        if here is None or here.loop_thread is None or self._closed:
             return  # nothing of this process to release
         warnings.warn(
             f"unclosed {self!r}; use 'with SyncDifyClient(...)' or call close()",
@@ -345,38 +351,43 @@ class BlockingClient:
         )
         self._closed = True
         # Not joined: __del__ may run anywhere. The thread closes the session and exits.
-        running.stop(wait=False)
+        here.loop_thread.stop(wait=False)
 
-    # -- forks -----------------------------------------------------------------------------
+    # -- this process ----------------------------------------------------------------------
 
-    def _forget_parent(self) -> None:
-        """In a forked child: leave the parent's loop, thread and session, and start afresh."""
-        if self._loop_thread is not None:
-            _INHERITED.append(self._loop_thread)
-            self._loop_thread = None
-            self._client = None  # bound to the parent's loop: the child makes its own
-        self._lock = threading.Lock()  # it may have been held by a thread of the parent
-        self._pid = os.getpid()
+    def _here(self) -> _Here:
+        """What this client has in this process: in a forked child, nothing yet."""
+        pid = os.getpid()
+        here = self._processes.get(pid)
+        if here is None:
+            # Only the forking thread survives a fork: the parent's loop thread is not
+            # running here, and its loop and session must not be touched.
+            _INHERITED.extend(
+                other.loop_thread for other in list(self._processes.values()) if other.loop_thread
+            )
+            # setdefault is atomic: threads of the child racing here agree on one.
+            here = self._processes.setdefault(pid, _Here(None))
+        return here
 
     @property
     def _async_client(self) -> DifyClient:
         """This process's async client (made again in a forked child)."""
-        if self._pid != os.getpid():
-            self._forget_parent()  # a fork the at-fork hook did not see
-        with self._lock:
-            if self._client is None:
-                self._client = DifyClient(*self._args, **self._kwargs)
-            return self._client
+        here = self._here()
+        with here.lock:
+            if here.client is None:
+                here.client = DifyClient(*self._args, **self._kwargs)
+            return here.client
 
     def _running(self) -> _LoopThread:
         """This process's loop thread, started on first use."""
         client = self._async_client
-        with self._lock:
+        here = self._here()
+        with here.lock:
             if self._closed:
                 raise ClientClosedError("this SyncDifyClient is closed; create a new one")
-            if self._loop_thread is None:
-                self._loop_thread = _LoopThread(client)
-            return self._loop_thread
+            if here.loop_thread is None:
+                here.loop_thread = _LoopThread(client)
+            return here.loop_thread
 
     # -- running DifyClient's methods ------------------------------------------------------
 

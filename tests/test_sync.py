@@ -38,7 +38,6 @@ from dify_runs import (
     WorkflowRun,
     WrongEventLoopError,
 )
-from dify_runs import _sync_runtime as runtime
 from dify_runs._errors import format_seconds
 from dify_runs.testing import Fault
 from tests.fake_thread import FakeDifyThread, fake_dify_thread
@@ -555,6 +554,46 @@ def test_calls_fail_once_the_thread_has_ended(server: FakeDifyThread) -> None:
     client.close()
 
 
+@pytest.mark.timeout(20)
+def test_a_failed_shutdown_still_ends_every_call(
+    server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Calls the loop's shutdown left running are failed when the thread ends, not left waiting."""
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    run_id = server.add_run(duration=60)
+    entered = threading.Event()
+    errors: list[BaseException] = []
+
+    async def hang(_: WorkflowRun) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # a callback that never returns: the wait cannot end
+
+    def wait(blocking: SyncDifyClient) -> None:
+        try:
+            blocking.wait_for_run(run_id, poll=FAST, on_update=hang)
+        except ClientClosedError as error:
+            errors.append(error)
+
+    waiter = threading.Thread(target=wait, args=(client,))
+    waiter.start()
+    assert entered.wait(5)
+    close = DifyClient.close
+
+    async def broken_close(self: DifyClient) -> None:
+        await close(self)
+        raise RuntimeError("broken")  # so the shutdown never cancels the hanging wait
+
+    monkeypatch.setattr(DifyClient, "close", broken_close)
+    client.close()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert [str(error) for error in errors] == ["the SyncDifyClient was closed during the call"]
+    del client
+    gc.collect()  # the wait's task, left pending on the closed loop, goes now (and says so)
+    assert "did not shut down cleanly" in caplog.text
+    assert "Task was destroyed but it is pending" in caplog.text
+
+
 # -- forks ---------------------------------------------------------------------------------
 
 #: What one os.fork test may take, child and all, before the child is killed.
@@ -646,17 +685,14 @@ def test_a_forked_child_starts_its_own_loop(server: FakeDifyThread) -> None:
 
 @needs_fork
 @pytest.mark.filterwarnings(FORK_WARNING)
-def test_a_fork_the_hook_did_not_see(server: FakeDifyThread) -> None:
-    """A fork that skipped the at-fork hook (a C library's fork()) is noticed by the pid."""
+def test_a_fork_while_the_clients_lock_is_held(server: FakeDifyThread) -> None:
+    """A fork copies the client's lock as held by a thread it does not copy: the child never waits on it."""
     with SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url) as client:
         run_id = server.add_run(duration=60)
         client.get_run(run_id)
-        runtime._CLIENTS.discard(client)  # the hook now passes this client by
-
-        def child() -> object:
-            return [client.get_run(run_id).status.value, len(client_threads())]
-
-        assert in_child(child) == ["running", 1]
+        # As if another thread of the parent were starting a call at the moment of the fork.
+        with client._processes[os.getpid()].lock:
+            assert in_child(lambda: client.get_run(run_id).status.value) == "running"
         assert client.get_run(run_id).status is RunStatus.RUNNING
 
 
