@@ -56,9 +56,7 @@ after changing DifyClient's public methods, their signatures or their docstrings
 What the methods share (the loop thread, forks, re-entrancy) is hand-written in
 ``_sync_runtime``.
 """
-#: Members the runtime writes by hand: the blocking client's own lifecycle.
-HAND_WRITTEN = frozenset({"close", "closed"})
-#: Names of the runtime module the generated code builds on.
+#: The hand-written module the generated class builds on.
 RUNTIME = f"{PACKAGE}._sync_runtime"
 #: Where new docstring text wraps, indentation included (the sources wrap at about this).
 LINE = 92
@@ -115,8 +113,6 @@ Celery pool, gunicorn ``--preload``) may use a client made before the fork: its 
 starts a loop, thread and session of its own, and the parent's are left alone. Ctrl-C in a
 blocked call cancels the request or wait (the run itself goes on on the server).
 """
-#: Section headers of a Google-style docstring that hold one entry per name.
-ENTRY_SECTIONS = ("Args:", "Raises:")
 
 
 class GenerationError(Exception):
@@ -163,7 +159,7 @@ class Binding:
     typing_only: bool
 
     def statement(self, name: str) -> tuple[str, str]:
-        """(sort key, import line) of this binding under ``name`` in the generated module."""
+        """(module, import line) of this binding under ``name`` in the generated module."""
         module = self.module
         if self.attribute is None:
             if "." in module and module.rsplit(".", 1)[1] == name:
@@ -251,7 +247,7 @@ def outer_name(annotation: ast.expr | None) -> tuple[str, ast.expr | None]:
 
 
 ASYNC_RESULTS = {"Coroutine": 2, "Awaitable": 0}  # the result's position in the subscript
-ASYNC_ITERATORS = frozenset({"AsyncGenerator", "AsyncIterator", "AsyncIterable"})
+ASYNC_ITERATORS = frozenset({"AsyncGenerator", "AsyncIterator"})
 
 
 def type_argument(slice_: ast.expr | None, index: int, where: str) -> ast.expr:
@@ -521,6 +517,14 @@ class Generator:
         names = [argument.arg for argument in all_arguments(node)]
         self.doc = self.class_doc(names, refused)
 
+    def aliases(self, names: list[str]) -> None:
+        """The runtime's own public members, named in the class: documented as its own."""
+        lines = [
+            "    # Written by hand in _sync_runtime, named here to be documented as this class's."
+        ]
+        lines += [f"    {name} = BlockingClient.{name}" for name in names]
+        self.members.append("\n".join(lines))
+
     def class_doc(self, names: list[str], refused: Mapping[str, str]) -> str:
         """CLASS_DOC, then DifyClient's Args and Raises with notes for blocking use."""
         source = Docstring.parse(inspect.cleandoc(self.client.__doc__ or ""))
@@ -670,7 +674,8 @@ def blocking_result(
         return returns, "_call"
     if outer in ASYNC_RESULTS:
         return type_argument(slice_, ASYNC_RESULTS[outer], where), "_call"
-    asynchronous = ASYNC_ITERATORS | set(ASYNC_RESULTS) | {"AsyncContextManager", "Future"}
+    asynchronous = ASYNC_ITERATORS | set(ASYNC_RESULTS) | {"AsyncIterable", "Future"}
+    asynchronous |= {"AbstractAsyncContextManager", "AsyncContextManager"}
     if asynchronous & set(names_in(returns, strings=True)):
         raise GenerationError(f"{where}: no blocking form for {ast.unparse(returns)!r}")
     return returns, "direct"
@@ -711,13 +716,16 @@ def member_order(name: str) -> tuple[int, str]:
 def render() -> str:
     """The generated module's source, before ruff formats it."""
     client = import_async_client()
-    from dify_runs._sync_runtime import REFUSED  # noqa: PLC0415 - imported by the call above
+    from dify_runs._sync_runtime import REFUSED, BlockingClient  # noqa: PLC0415 - after the above
 
     generator = Generator(client)
     generator.constructor(REFUSED)
+    # The blocking client's own lifecycle (close, closed, base_url) is written by hand.
+    hand_written = sorted(name for name in dir(BlockingClient) if not name.startswith("_"))
+    generator.aliases(hand_written)
     names = sorted(name for name in dir(client) if not name.startswith("_"))
     members = {name: inspect.getattr_static(client, name) for name in names}
-    members = {name: member for name, member in members.items() if name not in HAND_WRITTEN}
+    members = {name: member for name, member in members.items() if name not in hand_written}
     # Properties first, then methods; each in alphabetical order.
     for name, member in sorted(members.items(), key=lambda i: not isinstance(i[1], property)):
         generator.member(name, member)

@@ -116,6 +116,11 @@ class SyncDifyClient(BlockingClient):
             random=random,
         )
 
+    # Written by hand in _sync_runtime, named here to be documented as this class's.
+    base_url = BlockingClient.base_url
+    close = BlockingClient.close
+    closed = BlockingClient.closed
+
     @property
     def open_streams(self) -> int:
         """Run event streams connected now, each holding a connection (at most ``max_streams``)."""

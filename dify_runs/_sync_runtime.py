@@ -323,7 +323,7 @@ class BlockingClient:
         the fork ends the child's use of it only.
 
         Raises:
-            ReentrantCallError: Called from the client's own thread (an
+            WrongEventLoopError: Called from the client's own thread (an
                 ``on_update`` callback), which cannot wait for itself to end.
         """
         here = self._here()
