@@ -456,6 +456,22 @@ def test_async_generators_become_blocking_iterators() -> None:
         assert "async" not in doc
 
 
+def test_iterables_are_read_in_the_calling_thread(
+    server: FakeDifyThread, client: SyncDifyClient
+) -> None:
+    """Run ids given as an iterable are read by the caller, never on the client's thread."""
+    run_id = server.add_run(duration=0)
+    readers: set[str] = set()
+
+    def ids() -> Iterator[str]:
+        readers.add(threading.current_thread().name)
+        yield run_id
+
+    assert isinstance(client.get_runs(ids())[0], WorkflowRun)
+    assert [result.run_id for result in client.wait_for_runs(ids(), poll=FAST)] == [run_id]
+    assert readers == {threading.current_thread().name}
+
+
 def test_run_url_is_the_async_clients(server: FakeDifyThread, client: SyncDifyClient) -> None:
     """run_url (a plain method of DifyClient) answers in the calling thread, as there."""
     async_client = DifyClient(server.fake.api_key, base_url=server.fake.base_url)
@@ -503,14 +519,14 @@ def test_a_client_closed_unused_starts_nothing() -> None:
     assert [str(w.message) for w in caught] == []
 
 
-@pytest.mark.timeout(20)
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_a_call_from_a_callback_fails_at_once(
-    server: FakeDifyThread, client: SyncDifyClient, kind: str
-) -> None:
+def test_a_call_from_a_callback_fails_at_once(server: FakeDifyThread, kind: str) -> None:
     """Calling the client inside its own on_update raises at once; the client stays usable."""
+    # Not the fixture's client, and a daemon thread: a deadlock fails the test, not the run.
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
     run_id = server.add_run(duration=0.1)
     errors: list[BaseException] = []
+    finals: list[WorkflowRun] = []
 
     def look_up(run: WorkflowRun) -> None:
         for call in (lambda: client.get_run(run.id), lambda: list(client.list_runs())):
@@ -522,15 +538,22 @@ def test_a_call_from_a_callback_fails_at_once(
     async def look_up_async(run: WorkflowRun) -> None:
         look_up(run)
 
-    on_update = look_up if kind == "sync" else look_up_async
-    run = client.wait_for_run(run_id, timeout=5, poll=FAST, on_update=on_update)
-    assert run.status is RunStatus.SUCCEEDED
+    def wait() -> None:
+        on_update = look_up if kind == "sync" else look_up_async
+        finals.append(client.wait_for_run(run_id, timeout=5, poll=FAST, on_update=on_update))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(10)
+    assert not waiter.is_alive(), "a call from the callback waited for itself"
+    assert [run.status for run in finals] == [RunStatus.SUCCEEDED]
     assert errors
     assert len(errors) % 2 == 0  # both calls, at every update
     assert all(isinstance(error, DifyError) for error in errors)
     assert "use the async client" in str(errors[0])
     assert client.get_run(run_id).status is RunStatus.SUCCEEDED
     assert [r.id for r in client.list_runs(page_size=100)]
+    client.close()
 
 
 @pytest.mark.timeout(20)
@@ -574,7 +597,7 @@ def test_a_failed_shutdown_still_ends_every_call(
         except ClientClosedError as error:
             errors.append(error)
 
-    waiter = threading.Thread(target=wait, args=(client,))
+    waiter = threading.Thread(target=wait, args=(client,), daemon=True)  # never hangs the run
     waiter.start()
     assert entered.wait(5)
     close = DifyClient.close
@@ -658,6 +681,19 @@ def test_a_forked_child_starts_its_own_loop(server: FakeDifyThread) -> None:
     early = client.watch_run(watched, poll=FAST)
     assert next(early).status is RunStatus.RUNNING
     requests = server.count()
+    parents = client._processes[os.getpid()]  # the parent's loop, session and connections
+
+    def untouched() -> list[bool]:
+        """Whether the parent's loop, session and connection pool are still open."""
+        assert parents.loop_thread is not None
+        assert parents.client is not None
+        session = parents.client._session
+        assert session is not None
+        return [
+            not parents.loop_thread.loop.is_closed(),
+            not session.closed,
+            not session.connector.closed,  # type: ignore[union-attr]
+        ]
 
     def child() -> object:
         try:  # an iterator of the parent's loop is refused, not waited on forever
@@ -669,11 +705,12 @@ def test_a_forked_child_starts_its_own_loop(server: FakeDifyThread) -> None:
         threads = len(client_threads())
         client.close()  # closes the child's loop and session only
         gc.collect()
-        return [refused, looked_up, waited, threads]
+        return [refused, looked_up, waited, threads, untouched()]
 
-    refused, looked_up, waited, threads = in_child(child)  # type: ignore[misc]
+    refused, looked_up, waited, threads, left = in_child(child)  # type: ignore[misc]
     assert "before a fork" in refused
     assert [looked_up, waited, threads] == ["running", {"answer": 42}, 1]
+    assert left == [True, True, True]
     assert server.count() > requests + 1  # the child's own requests reached the server
     # The parent goes on with its thread, loop, connection and iterator as they were.
     assert client.get_run(slow).status is RunStatus.RUNNING
