@@ -60,7 +60,7 @@ What the methods share (the loop thread, forks, re-entrancy) is hand-written in
 RUNTIME = f"{PACKAGE}._sync_runtime"
 #: Where new docstring text wraps, indentation included (the sources wrap at about this).
 LINE = 92
-#: The longest line ruff allows: a rewrite that makes a line longer wraps its paragraph again.
+#: The longest line ruff allows.
 LIMIT = 100
 #: What the generated docstrings add to the async ones.
 CLOSING = "The iterator is also a context manager that closes it."
@@ -347,11 +347,13 @@ def with_note(entry: list[str], note: str, width: int) -> list[str]:
     return wrap(" ".join(line.strip() for line in [*entry, note]), width)
 
 
-def fit(text: str, width: int, where: str) -> str:
+def fit(text: str, width: int, where: str, *, kept: Iterable[str] = ()) -> str:
     """Wrap again each paragraph a rewrite made wider than ``width``, from its wide line on.
 
-    The summary line stays as it is: it sits after the quotes, and no rewrite lengthens it.
+    The summary line stays as it is (it sits after the quotes), and so do the ``kept``
+    lines, as the source wrote them.
     """
+    unchanged = set(kept)
     lines = text.splitlines()
     fitted: list[str] = lines[:1]
     literal: int | None = None  # the indentation of the line that opened a literal block
@@ -361,7 +363,7 @@ def fit(text: str, width: int, where: str) -> str:
         indent = len(line) - len(line.lstrip())
         if literal is not None and line.strip() and indent <= literal:
             literal = None
-        if len(line) <= width or literal is not None:
+        if len(line) <= width or line in unchanged or literal is not None:
             if literal is not None and len(line) > width:
                 raise GenerationError(f"{where}: a code line wider than {width}")
             fitted.append(line)
@@ -489,7 +491,8 @@ class Generator:
         if not doc:
             raise GenerationError(f"{where} has no docstring")
         width = LINE - 8
-        text = fit(self.rewrite(inspect.cleandoc(doc), where), LIMIT - 8, where)
+        source = inspect.cleandoc(doc)
+        text = fit(self.rewrite(source, where), width, where, kept=source.splitlines())
         parsed = Docstring.parse(text)
         args = parsed.entries("Args:")
         for name, note in ARG_NOTES.items():

@@ -423,8 +423,8 @@ class SyncDifyClient(BlockingClient):
         thousands of waits started together do not poll in lock-step; the
         client's adaptive limit and retry budget apply to them all, and when
         the server cannot keep up, the polls due earliest go first. Leaving the
-        loop early, or interrupting it (Ctrl-C), stops every poll (close the iterator, or leave its
-        ``with`` block, to do so at once).
+        loop early, or interrupting it (Ctrl-C), stops every poll (close the iterator, or
+        leave its ``with`` block, to do so at once).
 
         Args:
             run_ids: The runs to wait for (duplicates share one poll).
