@@ -79,7 +79,9 @@ class _LoopThread:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._serve, name=_THREAD_NAME, daemon=True)
-        self._lock = threading.Lock()
+        # Re-entrant: garbage collection may close an abandoned iterator (which submits to
+        # the loop) in a thread that holds this lock at that moment.
+        self._lock = threading.RLock()
         # Why calls are refused, once they are; set under the lock before the loop closes.
         self._ending: str | None = None
         # Calls not yet settled, failed by the thread's last act whatever ends it.

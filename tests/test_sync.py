@@ -184,6 +184,30 @@ def test_closing_iterators_stops_polling(server: FakeDifyThread, client: SyncDif
     assert polls_after(server, *run_ids) == [0, 0, 0]
 
 
+def test_an_iterator_collected_inside_a_call_is_closed(server: FakeDifyThread) -> None:
+    """Garbage collection may close an iterator while that thread is inside a call: no deadlock."""
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    run_id = server.add_run(duration=60)
+    watch = client.watch_run(run_id, poll=FAST)
+    next(watch)
+    running = client._processes[os.getpid()].loop_thread
+    assert running is not None
+
+    def collect_inside_a_call() -> None:
+        with running._lock:  # where a collection may run: handing a call to the loop
+            watch.close()
+
+    closer = threading.Thread(target=collect_inside_a_call, daemon=True)
+    closer.start()
+    closer.join(5)
+    if closer.is_alive():
+        running._lock.release()  # not re-entrant, so not owned either: free it, end the test
+        closer.join(5)
+        pytest.fail("closing the iterator waited for a lock its own thread held")
+    assert polls_after(server, run_id) == [0]
+    client.close()
+
+
 def test_close_leaves_nothing_behind(server: FakeDifyThread) -> None:
     """close() joins the client's thread and closes its session: no thread, no ResourceWarning."""
     run_id = server.add_run(duration=0)
