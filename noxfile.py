@@ -115,3 +115,10 @@ def reliability(session: nox.Session) -> None:
         "tests/test_security.py",
     )
     session.run("python", "-m", "benchmarks.reliability_report")
+
+
+@nox.session(python="3.11", default=False)
+def generate(session: nox.Session) -> None:
+    """Write dify_runs/_sync.py (SyncDifyClient) from DifyClient (`-- --check`: is it stale?)."""
+    session.install("-e", ".", "ruff>=0.8")
+    session.run("python", ".ci/generate_sync.py", *session.posargs)

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gc
+import importlib.util
+import inspect
+import json
+import multiprocessing
+import os
+import select
 import signal
+import sys
 import threading
 import time
+import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+import dify_runs
 from dify_runs import (
     ClientClosedError,
     ConfigurationError,
+    DifyClient,
     DifyError,
     PollPolicy,
     RunNotFoundError,
@@ -23,6 +36,7 @@ from dify_runs import (
     SyncDifyClient,
     WaitTimeoutError,
     WorkflowRun,
+    WrongEventLoopError,
 )
 from dify_runs._errors import format_seconds
 from dify_runs.testing import Fault
@@ -170,6 +184,30 @@ def test_closing_iterators_stops_polling(server: FakeDifyThread, client: SyncDif
     assert polls_after(server, *run_ids) == [0, 0, 0]
 
 
+def test_an_iterator_collected_inside_a_call_is_closed(server: FakeDifyThread) -> None:
+    """Garbage collection may close an iterator while that thread is inside a call: no deadlock."""
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    run_id = server.add_run(duration=60)
+    watch = client.watch_run(run_id, poll=FAST)
+    next(watch)
+    running = client._processes[os.getpid()].loop_thread
+    assert running is not None
+
+    def collect_inside_a_call() -> None:
+        with running._lock:  # where a collection may run: handing a call to the loop
+            watch.close()
+
+    closer = threading.Thread(target=collect_inside_a_call, daemon=True)
+    closer.start()
+    closer.join(5)
+    if closer.is_alive():
+        running._lock.release()  # not re-entrant, so not owned either: free it, end the test
+        closer.join(5)
+        pytest.fail("closing the iterator waited for a lock its own thread held")
+    assert polls_after(server, run_id) == [0]
+    client.close()
+
+
 def test_close_leaves_nothing_behind(server: FakeDifyThread) -> None:
     """close() joins the client's thread and closes its session: no thread, no ResourceWarning."""
     run_id = server.add_run(duration=0)
@@ -187,11 +225,12 @@ def test_close_leaves_nothing_behind(server: FakeDifyThread) -> None:
 
 
 def test_unclosed_client_warns(server: FakeDifyThread) -> None:
-    """A client dropped without close() warns, and its thread still ends."""
+    """A client dropped without close() warns, saying it is open, and its thread still ends."""
     client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
     client.get_run(server.add_run(duration=0))
-    with pytest.warns(ResourceWarning, match="unclosed"):
+    with pytest.warns(ResourceWarning, match=r"^unclosed <SyncDifyClient .* state=open>") as caught:
         del client  # no reference cycle: collected at once
+    assert len(caught) == 1
     deadline = time.monotonic() + 5
     while client_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -247,7 +286,7 @@ def test_close_from_a_callback_is_refused(server: FakeDifyThread, client: SyncDi
     def close_now(_: WorkflowRun) -> None:
         try:
             client.close()
-        except ClientClosedError as error:
+        except WrongEventLoopError as error:
             errors.append(error)
 
     client.wait_for_run(run_id, poll=FAST, on_update=close_now)
@@ -319,3 +358,432 @@ def test_blocking_waits_listen_with_a_user() -> None:
         results = list(client.wait_for_runs([server.add_run(duration=0.2, user="u")], user="u"))
         assert results[0].succeeded
         assert server.count(route="events") == 3
+
+
+# -- the client is generated ---------------------------------------------------------------
+
+GENERATOR = Path(__file__).parent.parent / ".ci" / "generate_sync.py"
+REGENERATE = "run `nox -s generate` (or python .ci/generate_sync.py)"
+
+
+@pytest.fixture(scope="module")
+def generator() -> types.ModuleType:
+    """The generator script, .ci/generate_sync.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location("generate_sync", GENERATOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def public(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def parameters(function: Callable[..., Any]) -> list[tuple[str, object, object, object]]:
+    return [
+        (p.name, p.kind, p.default, p.annotation)
+        for p in inspect.signature(function).parameters.values()
+    ]
+
+
+def test_every_public_member_of_the_async_client_is_offered() -> None:
+    """SyncDifyClient has each public method and property of DifyClient, with the same arguments."""
+    assert public(DifyClient) - public(SyncDifyClient) == set()
+    assert public(SyncDifyClient) - public(DifyClient) == {"base_url"}  # an attribute there
+    for name in sorted(public(DifyClient) | {"__init__"}):
+        async_member = inspect.getattr_static(DifyClient, name)
+        sync_member = inspect.getattr_static(SyncDifyClient, name)
+        if isinstance(async_member, property):
+            assert isinstance(sync_member, property), name
+            assert inspect.signature(sync_member.fget).return_annotation == (
+                inspect.signature(async_member.fget).return_annotation
+            )
+        else:
+            assert parameters(sync_member) == parameters(async_member), name
+
+
+def test_the_generated_client_is_up_to_date(generator: types.ModuleType) -> None:
+    """dify_runs/_sync.py is what the generator writes now (else: run nox -s generate)."""
+    committed = generator.TARGET.read_text()
+    assert committed.startswith(generator.HEADER + "\n"), f"not generated: {REGENERATE}"
+    fresh = generator.render()
+    assert ast.dump(ast.parse(fresh)) == ast.dump(ast.parse(committed)), (
+        f"dify_runs/_sync.py is stale: {REGENERATE}"
+    )
+    if importlib.util.find_spec("ruff") is not None:  # not in every test environment
+        assert generator.formatted() == committed, f"not formatted as generated: {REGENERATE}"
+
+
+class Grown(DifyClient):
+    __doc__ = DifyClient.__doc__
+
+    async def pending_forms(self, run_id: str, *, user: str | None = None) -> list[str]:
+        """List the forms a paused run waits for: ``await`` it.
+
+        Args:
+            run_id: The paused run.
+            user: The end user who started it.
+
+        Returns:
+            The forms' ids.
+        """
+        return [run_id]
+
+
+class Misworded(DifyClient):
+    __doc__ = DifyClient.__doc__
+
+    def pending(self) -> int:
+        """Count the forms; the count is ready to await at once."""
+        return 0
+
+
+def test_the_generator_follows_the_async_client(
+    generator: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method added to DifyClient gets its blocking twin, so the committed file turns stale."""
+    monkeypatch.setattr(dify_runs, "DifyClient", Grown)
+    fresh = generator.render()
+    (generated,) = [n for n in ast.parse(fresh).body if isinstance(n, ast.ClassDef)]
+    methods = {n.name: n for n in generated.body if isinstance(n, ast.FunctionDef)}
+    method = methods["pending_forms"]
+    assert ast.unparse(method.args) == "self, run_id: str, *, user: str | None=None"
+    assert ast.unparse(method.returns) == "list[str]"  # type: ignore[arg-type]
+    doc = ast.get_docstring(method) or ""
+    assert doc.startswith("List the forms a paused run waits for.\n")
+    assert "ClientClosedError: The client is closed." in doc
+    assert ast.unparse(method.body[-1]) == (
+        "return self._call(DifyClient.pending_forms, run_id, user=user)"
+    )
+    assert ast.dump(ast.parse(fresh)) != ast.dump(ast.parse(generator.TARGET.read_text()))
+
+
+def test_async_wording_left_in_a_docstring_stops_the_generator(
+    generator: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A docstring the rewrites cannot make blocking stops generation, naming the table to fix."""
+    monkeypatch.setattr(dify_runs, "DifyClient", Misworded)
+    with pytest.raises(generator.GenerationError, match=r"DifyClient\.pending .*'await'.*REWRITES"):
+        generator.render()
+
+
+def test_async_generators_become_blocking_iterators() -> None:
+    """Methods that return async iterators return BlockingIterator, whose docs say so."""
+    for name in ("list_runs", "wait_for_runs", "watch_run"):
+        method = getattr(SyncDifyClient, name)
+        assert inspect.signature(method).return_annotation.startswith("BlockingIterator[")
+        doc = " ".join((method.__doc__ or "").split())
+        assert "The iterator is also a context manager that closes it." in doc
+        assert "async" not in doc
+
+
+def test_iterables_are_read_in_the_calling_thread(
+    server: FakeDifyThread, client: SyncDifyClient
+) -> None:
+    """Run ids given as an iterable are read by the caller, never on the client's thread."""
+    run_id = server.add_run(duration=0)
+    readers: set[str] = set()
+
+    def ids() -> Iterator[str]:
+        readers.add(threading.current_thread().name)
+        yield run_id
+
+    assert isinstance(client.get_runs(ids())[0], WorkflowRun)
+    assert [result.run_id for result in client.wait_for_runs(ids(), poll=FAST)] == [run_id]
+    assert readers == {threading.current_thread().name}
+
+
+def test_run_url_is_the_async_clients(server: FakeDifyThread, client: SyncDifyClient) -> None:
+    """run_url (a plain method of DifyClient) answers in the calling thread, as there."""
+    async_client = DifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    assert client.run_url(MISSING.upper()) == async_client.run_url(MISSING)
+    assert str(client.run_url(MISSING)).startswith(server.fake.base_url)
+
+
+# -- arguments it refuses ------------------------------------------------------------------
+
+
+def test_a_borrowed_session_is_refused() -> None:
+    """session= belongs to another event loop: refused with a ConfigurationError saying why."""
+    with pytest.raises(ConfigurationError, match=r"session=.*event loop"):
+        SyncDifyClient("app-x", base_url="http://127.0.0.1:9/v1", session=object())  # type: ignore[arg-type]
+    assert client_threads() == []
+    SyncDifyClient("app-x", base_url="http://127.0.0.1:9/v1", session=None).close()
+
+
+# -- the loop thread -----------------------------------------------------------------------
+
+
+def test_the_thread_starts_at_the_first_call(server: FakeDifyThread) -> None:
+    """A new client has no thread (a fork before its first call copies nothing); repr says so."""
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    assert client_threads() == []
+    assert "state=unopened" in repr(client)
+    assert client.open_streams == 0
+    client.get_run(server.add_run(duration=0))
+    assert len(client_threads()) == 1
+    assert "state=open" in repr(client)
+    client.close()
+    assert "state=closed" in repr(client)
+    assert client_threads() == []
+
+
+def test_a_client_closed_unused_starts_nothing() -> None:
+    """Closing a client that never made a call is quiet and starts no thread."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with SyncDifyClient("app-x", base_url="http://127.0.0.1:9/v1") as client:
+            assert client.base_url == "http://127.0.0.1:9/v1/"
+        del client
+        gc.collect()
+    assert client_threads() == []
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_call_from_a_callback_fails_at_once(server: FakeDifyThread, kind: str) -> None:
+    """Calling the client inside its own on_update raises at once; the client stays usable."""
+    # Not the fixture's client, and a daemon thread: a deadlock fails the test, not the run.
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    run_id = server.add_run(duration=0.1)
+    errors: list[BaseException] = []
+    finals: list[WorkflowRun] = []
+
+    def look_up(run: WorkflowRun) -> None:
+        for call in (lambda: client.get_run(run.id), lambda: list(client.list_runs())):
+            try:
+                call()
+            except WrongEventLoopError as error:
+                errors.append(error)
+
+    async def look_up_async(run: WorkflowRun) -> None:
+        look_up(run)
+
+    def wait() -> None:
+        on_update = look_up if kind == "sync" else look_up_async
+        finals.append(client.wait_for_run(run_id, timeout=5, poll=FAST, on_update=on_update))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(10)
+    assert not waiter.is_alive(), "a call from the callback waited for itself"
+    assert [run.status for run in finals] == [RunStatus.SUCCEEDED]
+    assert errors
+    assert len(errors) % 2 == 0  # both calls, at every update
+    assert all(isinstance(error, DifyError) for error in errors)
+    assert "use the async client" in str(errors[0])
+    assert client.get_run(run_id).status is RunStatus.SUCCEEDED
+    assert [r.id for r in client.list_runs(page_size=100)]
+    client.close()
+
+
+@pytest.mark.timeout(20)
+def test_calls_fail_once_the_thread_has_ended(server: FakeDifyThread) -> None:
+    """Code that stops the client's loop ends its thread: calls then raise at once, never hang."""
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    run_id = server.add_run(duration=60)
+
+    async def stop_the_loop(_: WorkflowRun) -> None:
+        asyncio.get_running_loop().stop()
+
+    with pytest.raises(DifyError):
+        client.wait_for_run(run_id, poll=FAST, on_update=stop_the_loop)
+    with pytest.raises(ClientClosedError, match="thread has ended"):
+        client.get_run(run_id)
+    with pytest.raises(ClientClosedError, match="thread has ended"):
+        client.watch_run(run_id)
+    for thread in client_threads():  # still closing the session, maybe
+        thread.join(5)
+    assert client_threads() == []
+    client.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_failed_shutdown_still_ends_every_call(
+    server: FakeDifyThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Calls the loop's shutdown left running are failed when the thread ends, not left waiting."""
+    client = SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url)
+    run_id = server.add_run(duration=60)
+    entered = threading.Event()
+    errors: list[BaseException] = []
+
+    async def hang(_: WorkflowRun) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # a callback that never returns: the wait cannot end
+
+    def wait(blocking: SyncDifyClient) -> None:
+        try:
+            blocking.wait_for_run(run_id, poll=FAST, on_update=hang)
+        except ClientClosedError as error:
+            errors.append(error)
+
+    waiter = threading.Thread(target=wait, args=(client,), daemon=True)  # never hangs the run
+    waiter.start()
+    assert entered.wait(5)
+    close = DifyClient.close
+
+    async def broken_close(self: DifyClient) -> None:
+        await close(self)
+        raise RuntimeError("broken")  # so the shutdown never cancels the hanging wait
+
+    monkeypatch.setattr(DifyClient, "close", broken_close)
+    client.close()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert [str(error) for error in errors] == ["the SyncDifyClient was closed during the call"]
+    del client
+    gc.collect()  # the wait's task, left pending on the closed loop, goes now (and says so)
+    assert "did not shut down cleanly" in caplog.text
+    assert "Task was destroyed but it is pending" in caplog.text
+
+
+# -- forks ---------------------------------------------------------------------------------
+
+#: What one os.fork test may take, child and all, before the child is killed.
+FORK_TIMEOUT = 30.0
+# On Python 3.12 and newer, os.fork() in a process with threads warns that the child may
+# deadlock (a lock held by a thread that is not copied). That is the case these tests are
+# about: the client's thread is not copied, and the child must not need it.
+FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def in_child(work: Callable[[], object]) -> object:
+    """Run ``work()`` in a forked child and return what it returned (as JSON), or fail."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave at once (no pytest, no atexit, no cleanup)
+        code = 1
+        try:
+            os.close(reader)
+            try:
+                outcome = {"result": work()}
+            except BaseException as error:  # reported to the parent
+                outcome = {"error": f"{type(error).__name__}: {error}"}
+            os.write(writer, json.dumps(outcome).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(writer)
+    received = b""
+    deadline = time.monotonic() + FORK_TIMEOUT
+    try:
+        while True:
+            ready, _, _ = select.select([reader], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"the child did not finish within {FORK_TIMEOUT} s")
+            chunk = os.read(reader, 65536)
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        os.close(reader)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, received
+    outcome = json.loads(received)
+    assert "error" not in outcome, outcome["error"]
+    return outcome["result"]
+
+
+@needs_fork
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_forked_child_starts_its_own_loop(server: FakeDifyThread) -> None:
+    """A client used before os.fork works in the child, which leaves the parent's alone."""
+    # A short request timeout: a parent cut off from its connection would fail fast.
+    client = SyncDifyClient(
+        server.fake.api_key, base_url=server.fake.base_url, request_timeout=2, max_retries=0
+    )
+    slow = server.add_run(duration=60)
+    quick = server.add_run(duration=0.1, outputs={"answer": 42})
+    watched = server.add_run(duration=0.5)
+    assert client.get_run(slow).status is RunStatus.RUNNING  # a thread, a loop, a connection
+    early = client.watch_run(watched, poll=FAST)
+    assert next(early).status is RunStatus.RUNNING
+    requests = server.count()
+    parents = client._processes[os.getpid()]  # the parent's loop, session and connections
+
+    def untouched() -> list[bool]:
+        """Whether the parent's loop, session and connection pool are still open."""
+        assert parents.loop_thread is not None
+        assert parents.client is not None
+        session = parents.client._session
+        assert session is not None
+        return [
+            not parents.loop_thread.loop.is_closed(),
+            not session.closed,
+            not session.connector.closed,  # type: ignore[union-attr]
+        ]
+
+    def child() -> object:
+        try:  # an iterator of the parent's loop is refused, not waited on forever
+            next(early)
+        except ClientClosedError as error:
+            refused = str(error)
+        looked_up = client.get_run(slow).status.value
+        waited = client.wait_for_run(quick, timeout=10, poll=FAST).outputs
+        threads = len(client_threads())
+        client.close()  # closes the child's loop and session only
+        gc.collect()
+        return [refused, looked_up, waited, threads, untouched()]
+
+    refused, looked_up, waited, threads, left = in_child(child)  # type: ignore[misc]
+    assert "before a fork" in refused
+    assert [looked_up, waited, threads] == ["running", {"answer": 42}, 1]
+    assert left == [True, True, True]
+    assert server.count() > requests + 1  # the child's own requests reached the server
+    # The parent goes on with its thread, loop, connection and iterator as they were.
+    assert client.get_run(slow).status is RunStatus.RUNNING
+    assert [run.status for run in early][-1] is RunStatus.SUCCEEDED
+    assert len(client_threads()) == 1
+    assert not client.closed
+    client.close()
+
+
+@needs_fork
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_fork_while_the_clients_lock_is_held(server: FakeDifyThread) -> None:
+    """A fork copies the client's lock as held by a thread it does not copy: the child never waits on it."""
+    with SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url) as client:
+        run_id = server.add_run(duration=60)
+        client.get_run(run_id)
+        # As if another thread of the parent were starting a call at the moment of the fork.
+        with client._processes[os.getpid()].lock:
+            assert in_child(lambda: client.get_run(run_id).status.value) == "running"
+        assert client.get_run(run_id).status is RunStatus.RUNNING
+
+
+#: The client the pool test's workers inherit (a module global: pool tasks are pickled).
+POOL_CLIENT: SyncDifyClient | None = None
+
+
+def pool_lookup(run_id: str) -> tuple[str, int]:
+    """One pool task: look a run up with the inherited client."""
+    assert POOL_CLIENT is not None
+    return POOL_CLIENT.get_run(run_id).status.value, os.getpid()
+
+
+@needs_fork
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_multiprocessing_fork_pool(server: FakeDifyThread) -> None:
+    """Workers of a fork pool (Celery prefork, gunicorn --preload) use a client made before."""
+    global POOL_CLIENT  # noqa: PLW0603 - what the workers inherit
+    run_ids = [server.add_run(duration=60) for _ in range(6)]
+    with SyncDifyClient(server.fake.api_key, base_url=server.fake.base_url) as client:
+        client.get_run(run_ids[0])  # the parent's thread runs when the workers are forked
+        POOL_CLIENT = client
+        pool = multiprocessing.get_context("fork").Pool(2)
+        try:
+            results = pool.map_async(pool_lookup, run_ids, chunksize=1).get(timeout=FORK_TIMEOUT)
+        finally:
+            pool.terminate()
+            pool.join()
+            POOL_CLIENT = None
+        assert [status for status, _ in results] == ["running"] * 6
+        assert os.getpid() not in {pid for _, pid in results}
+        assert client.get_run(run_ids[0]).status is RunStatus.RUNNING
+        assert len(client_threads()) == 1
