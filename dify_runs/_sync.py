@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -19,13 +18,14 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ._client import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, DifyClient
+from ._client import DifyClient
 from ._errors import DifyError
 from ._listen import DEFAULT_MAX_STREAMS
 from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget
 from ._sync_runtime import BlockingClient, BlockingIterator
+from ._transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT
 from ._wait import OnUpdate, WaitResult
 
 __all__ = ["BlockingIterator", "SyncDifyClient"]
@@ -73,9 +73,10 @@ class SyncDifyClient(BlockingClient):
         max_streams: Most run event streams open at once (each holds a
             connection to the server for minutes); past it, waits given a
             ``user`` poll. 0 never listens.
-        clock: Monotonic clock in seconds (inject a fake one in tests).
-        sleep: Coroutine function that sleeps (inject a fake one in tests). It runs on the
-            client's loop, in its thread.
+        clock: Monotonic clock in seconds; None (the default) is the event
+            loop's own time, which aiohttp's timeouts also follow.
+        sleep: Coroutine function that sleeps (``asyncio.sleep``). It runs on the client's
+            loop, in its thread.
         random: Source of floats in [0, 1) for jitter (inject in tests).
 
     Raises:
@@ -96,7 +97,7 @@ class SyncDifyClient(BlockingClient):
         retry_budget: RetryBudget | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_streams: int = DEFAULT_MAX_STREAMS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
     ) -> None:

@@ -711,7 +711,7 @@ def test_a_forked_child_starts_its_own_loop(server: FakeDifyThread) -> None:
         """Whether the parent's loop, session and connection pool are still open."""
         assert parents.loop_thread is not None
         assert parents.client is not None
-        session = parents.client._session
+        session = parents.client._transport._session
         assert session is not None
         return [
             not parents.loop_thread.loop.is_closed(),
