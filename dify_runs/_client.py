@@ -10,6 +10,7 @@ waiters (``_wait``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from collections.abc import (
     AsyncGenerator,
@@ -27,17 +28,20 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from . import _listings, _lookups, _protocol, _start, _wait
+from . import _forms, _listings, _lookups, _protocol, _start, _wait
 from ._errors import ConfigurationError, DifyError
 from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
-from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
+from ._models import HumanInputForm, RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget
 from ._scheduler import Listener, ListenerFactory, Scheduler
 from ._transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
 from ._wait import OnUpdate, WaitResult
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "DifyClient"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "REMEMBERED_STARTS", "DifyClient"]
+
+#: Runs started by one client whose user it remembers, so that waits on them listen.
+REMEMBERED_STARTS = 10_000
 
 
 class DifyClient:
@@ -130,6 +134,9 @@ class DifyClient:
         self.limiter = transport.limiter
         self._streams = StreamBook(max_streams=max_streams)
         self._input_form = _start.InputForm()
+        self._forms = _forms.FormBook()
+        # Who started the runs this client started (bounded): their waits listen without user=.
+        self._starters: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._scheduler = Scheduler(
             fetch=self._poll_once,
             gate=transport.gate,
@@ -140,6 +147,7 @@ class DifyClient:
             clock=transport.clock,
             sleep=sleep,
             random=random,
+            stale=self._forms.is_stale,
         )
 
     def __repr__(self) -> str:
@@ -323,7 +331,7 @@ class DifyClient:
                 second run.
             UnexpectedResponseError: The stream ended without ``workflow_started``.
         """
-        return await _start.start_run(
+        started = await _start.start_run(
             self._transport,
             self._input_form,
             inputs=inputs,
@@ -331,6 +339,10 @@ class DifyClient:
             files=files,
             workflow_id=workflow_id,
         )
+        self._starters[started.run_id] = user
+        while len(self._starters) > REMEMBERED_STARTS:
+            self._starters.popitem(last=False)
+        return started
 
     async def stop_run(self, task_id: str, *, user: str) -> None:
         """Ask Dify to stop a run, by the ``task_id`` from :meth:`start_run`.
@@ -397,6 +409,87 @@ class DifyClient:
             user=started.user,
         )
 
+    # -- human-input forms ---------------------------------------------------------
+
+    async def pending_forms(self, run_id: str, *, user: str | None = None) -> list[HumanInputForm]:
+        """Return the forms a paused run waits on (Dify 1.14 and newer), each ready to answer.
+
+        The tokens come from the run's event stream (its state snapshot), and
+        each form from its own GET, with its text rendered for this run. A run
+        that is not ``paused`` waits for nothing: the list is empty.
+
+        Args:
+            run_id: The run's id.
+            user: The end user who started the run (the event stream asks for
+                it); may be omitted for a run this client started.
+
+        Returns:
+            The pending forms, in the order the run announced them.
+
+        Raises:
+            ConfigurationError: No ``user`` given, and the run was not started by this client.
+            InvalidIdError: ``run_id`` is not a UUID (nothing is sent).
+            RunNotFoundError: No such run for this app (or for this user).
+            DifyAPIError: An error answer; the router's 404 of a server before
+                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
+            DifyConnectionError: No answer.
+        """
+        canonical = _protocol.canonical_run_id(run_id)
+        who = user if user is not None else self._starters.get(canonical)
+        if who is None:
+            raise ConfigurationError(
+                "user is required: pass the end user who started the run as user= "
+                "(only runs this client started are known without it)"
+            )
+        return await _forms.pending_forms(self._transport, self._forms, canonical, user=who)
+
+    async def submit_form(
+        self,
+        token: str,
+        *,
+        action: str,
+        inputs: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> None:
+        """Answer a human-input form, which resumes its run (Dify 1.14 and newer).
+
+        Sends ``{"inputs", "action", "user"}`` once (an answer is never
+        retried once it may have reached Dify). After an answer to a form read
+        through :meth:`pending_forms`, waits on its run skip the ``paused`` that
+        Dify still shows for a moment, and return the run's next real state:
+        its end, or its next pause.
+
+        Args:
+            token: The form's token (:attr:`HumanInputForm.token`).
+            action: The ``id`` of the chosen action (:attr:`FormAction.id`).
+            inputs: A value for each of the form's inputs, by name.
+            user: Who answers (any end user of the app may); may be omitted for
+                a form of a run this client started.
+
+        Raises:
+            BadRequestError: ``invalid_form_data``: an action the form does not
+                offer (refused before sending when the form was read through
+                this client), or a missing input.
+            FormExpiredError: The form no longer takes answers.
+            FormAlreadySubmittedError: Somebody answered it first.
+            ConfigurationError: No ``user``, and the run is not one this client started.
+            InvalidIdError: ``token`` is not a form token (nothing is sent).
+            DifyAPIError: Another error answer; the router's 404 of a server before
+                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
+            DifyConnectionError: No answer.
+        """
+        known = self._forms.forms.get(token) if isinstance(token, str) else None
+        starter = None if known is None else self._starters.get(known[0])
+        await _forms.submit_form(
+            self._transport,
+            self._forms,
+            token,
+            action=action,
+            inputs=inputs,
+            user=user,
+            starter=starter,
+        )
+
     # -- waits ---------------------------------------------------------------------
 
     def wait_for_run(
@@ -436,7 +529,8 @@ class DifyClient:
                 ``stopped`` runs instead of returning them.
             on_update (OnUpdate | None): Called (sync or async) with every record fetched.
             user: The end user who started the run (``user`` of its start):
-                listen to its event stream instead of polling.
+                listen to its event stream instead of polling. A run this
+                client started is listened to without it.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.
@@ -558,18 +652,23 @@ class DifyClient:
         return self._scheduler
 
     def _listen_for(self, user: str | None) -> ListenerFactory | None:
-        """The listener factory of a wait given ``user`` (None: the wait polls)."""
-        if user is None:
-            return None
-        if not isinstance(user, str) or not user:
+        """The listener factory of a wait (None: the wait polls).
+
+        A wait listens given ``user``, or on a run this client started (whose
+        user it remembers).
+        """
+        if user is not None and (not isinstance(user, str) or not user):
             raise ConfigurationError(f"user must be a non-empty string or None, got {user!r}")
+        if self.max_streams == 0:
+            return None
 
         def listen(run_id: str, policy: PollPolicy) -> Listener | None:
-            if not self._streams.may_open():
+            who = user if user is not None else self._starters.get(run_id)
+            if who is None or not self._streams.may_open():
                 return None
             return RunListener(
                 run_id=run_id,
-                user=user,
+                user=who,
                 policy=policy,
                 scheduler=self._scheduler,
                 book=self._streams,

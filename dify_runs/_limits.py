@@ -121,7 +121,8 @@ class AdaptiveLimiter:
             return False
         if self.pace is None and self.rate_limit is None:
             return True  # the usual case: no pace to keep
-        return self.start_delay(now) <= 0
+        # Within a microsecond counts as due (a pacer's timer may stop a hair short).
+        return self.start_delay(now) <= 1e-6
 
     def try_start(self, now: float) -> int | None:
         """Start a request if one may start at ``now``; return what :meth:`started` returns.

@@ -46,6 +46,14 @@ logger = logging.getLogger("dify_runs")
 #: Longest random offset of a first poll when many waits start together, in seconds.
 FIRST_POLL_SPREAD = 1.0
 
+#: Times within this many seconds count as reached: a timer fires once the loop's
+#: clock reaches it, and a clock counting whole microseconds may stop a float's hair
+#: short of a due time computed as ``clock() + delay``.
+TOLERANCE = 1e-6
+
+#: Seconds between polls of a run whose record is stale (just answered, not yet resumed).
+STALE_RECHECK = 0.1
+
 #: One poll attempt for a run id, holding an admitted ticket (which it gives back),
 #: with a time limit in seconds; it returns the record and the body it was read from.
 Fetch = Callable[[str, Ticket, float], Awaitable[tuple[WorkflowRun, bytes]]]
@@ -157,6 +165,8 @@ class Scheduler:
         clock: Clock in seconds.
         sleep: Coroutine function that sleeps.
         random: Source of floats in [0, 1) for jitter and the first-poll spread.
+        stale: Whether a polled record is a stale one to skip (the ``paused``
+            a run shows for a moment after this client answered its form).
     """
 
     def __init__(
@@ -171,8 +181,10 @@ class Scheduler:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[Any]],
         random: Callable[[], float],
+        stale: Callable[[WorkflowRun, float], bool] = lambda _record, _now: False,
     ) -> None:
         self._fetch = fetch
+        self._stale = stale
         self._gate = gate
         self._rule = rule
         self._budget = budget
@@ -344,7 +356,7 @@ class Scheduler:
     def _pop_due(self, now: float) -> _Entry | None:
         """Pop the entry due earliest if it is due by ``now`` (skipping stale heap items)."""
         when = self._next_due()
-        if when is None or when > now:
+        if when is None or when > now + TOLERANCE:
             return None
         entry = heapq.heappop(self._due)[2]
         entry.due = None
@@ -362,14 +374,14 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             when = self._next_due()
-            if when is None or when > self._clock():
+            if when is None or when > self._clock() + TOLERANCE:
                 self._poll_wake = loop.create_future()
                 self._dispatching_at = math.inf if when is None else when
                 await self._sleep_until(when, self._poll_wake)
                 self._dispatching_at = -math.inf
                 continue
             ticket = await self._gate.acquire()
-            now = self._clock()
+            now = self._clock() + TOLERANCE
             entry = self._pop_due(now)
             if entry is None:
                 self._gate.give_back(ticket)
@@ -445,6 +457,10 @@ class Scheduler:
             self._schedule(entry, now)
 
     def _got(self, entry: _Entry, record: WorkflowRun, body: bytes) -> None:
+        if self._stale(record, self._clock()):
+            # What the run shows until a worker resumes it: look again shortly.
+            self._schedule(entry, self._clock() + STALE_RECHECK)
+            return
         entry.last_body, entry.last_record = body, None
         entry.last_error = None
         entry.failures = 0
@@ -515,7 +531,7 @@ class Scheduler:
     async def _keep_time(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            now = self._clock()
+            now = self._clock() + TOLERANCE
             heap = self._deadlines
             while heap:
                 deadline, _, waiter, entry = heap[0]

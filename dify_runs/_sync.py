@@ -21,7 +21,7 @@ from yarl import URL
 from ._client import DifyClient
 from ._errors import DifyError
 from ._listen import DEFAULT_MAX_STREAMS
-from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
+from ._models import HumanInputForm, RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget
 from ._sync_runtime import BlockingClient, BlockingIterator
@@ -223,6 +223,32 @@ class SyncDifyClient(BlockingClient):
             page_size=page_size,
         )
 
+    def pending_forms(self, run_id: str, *, user: str | None = None) -> list[HumanInputForm]:
+        """Return the forms a paused run waits on (Dify 1.14 and newer), each ready to answer.
+
+        The tokens come from the run's event stream (its state snapshot), and
+        each form from its own GET, with its text rendered for this run. A run
+        that is not ``paused`` waits for nothing: the list is empty.
+
+        Args:
+            run_id: The run's id.
+            user: The end user who started the run (the event stream asks for
+                it); may be omitted for a run this client started.
+
+        Returns:
+            The pending forms, in the order the run announced them.
+
+        Raises:
+            ConfigurationError: No ``user`` given, and the run was not started by this client.
+            InvalidIdError: ``run_id`` is not a UUID (nothing is sent).
+            RunNotFoundError: No such run for this app (or for this user).
+            DifyAPIError: An error answer; the router's 404 of a server before
+                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
+            DifyConnectionError: No answer.
+            ClientClosedError: The client is closed.
+        """
+        return self._call(DifyClient.pending_forms, run_id, user=user)
+
     def run_and_wait(
         self,
         *,
@@ -344,6 +370,44 @@ class SyncDifyClient(BlockingClient):
         """
         self._call(DifyClient.stop_run, task_id, user=user)
 
+    def submit_form(
+        self,
+        token: str,
+        *,
+        action: str,
+        inputs: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> None:
+        """Answer a human-input form, which resumes its run (Dify 1.14 and newer).
+
+        Sends ``{"inputs", "action", "user"}`` once (an answer is never
+        retried once it may have reached Dify). After an answer to a form read
+        through :meth:`pending_forms`, waits on its run skip the ``paused`` that
+        Dify still shows for a moment, and return the run's next real state:
+        its end, or its next pause.
+
+        Args:
+            token: The form's token (:attr:`HumanInputForm.token`).
+            action: The ``id`` of the chosen action (:attr:`FormAction.id`).
+            inputs: A value for each of the form's inputs, by name.
+            user: Who answers (any end user of the app may); may be omitted for
+                a form of a run this client started.
+
+        Raises:
+            BadRequestError: ``invalid_form_data``: an action the form does not
+                offer (refused before sending when the form was read through
+                this client), or a missing input.
+            FormExpiredError: The form no longer takes answers.
+            FormAlreadySubmittedError: Somebody answered it first.
+            ConfigurationError: No ``user``, and the run is not one this client started.
+            InvalidIdError: ``token`` is not a form token (nothing is sent).
+            DifyAPIError: Another error answer; the router's 404 of a server before
+                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
+            DifyConnectionError: No answer.
+            ClientClosedError: The client is closed.
+        """
+        self._call(DifyClient.submit_form, token, action=action, inputs=inputs, user=user)
+
     def wait_for_run(
         self,
         run_id: str,
@@ -383,7 +447,8 @@ class SyncDifyClient(BlockingClient):
                 It runs in the client's thread, on its loop: calling this client there
                 raises :class:`WrongEventLoopError` (use the async client).
             user: The end user who started the run (``user`` of its start):
-                listen to its event stream instead of polling.
+                listen to its event stream instead of polling. A run this
+                client started is listened to without it.
 
         Returns:
             The first record that is terminal, or paused when ``return_on_paused``.

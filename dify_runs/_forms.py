@@ -1,0 +1,211 @@
+"""Human-input forms: reading the forms a paused run waits on, and answering them.
+
+Dify 1.14 serves a form at ``form/human_input/{token}`` (GET and POST), but the
+token is not in the run's record: it comes from the run's event stream, which
+replays a paused run's ``human_input_required`` events when asked for its state
+snapshot. :func:`pending_forms` reads the tokens there, then each form's GET
+(whose text is rendered for this run, where the replay has the template).
+
+After an answer the run's record still says ``paused`` for a moment (0.04 to
+0.2 s on 1.14.2) while a worker resumes it. :class:`FormBook` remembers the
+runs this client answered, so that waits skip that stale ``paused`` and return
+the run's next real state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import orjson
+
+from . import _protocol
+from ._errors import (
+    BadRequestError,
+    ConfigurationError,
+    DifyAPIError,
+    FormAlreadySubmittedError,
+    FormExpiredError,
+)
+from ._lookups import get_run
+from ._models import HumanInputForm, RunStatus, WorkflowRun
+from ._transport import Answer, Transport
+
+__all__ = ["STALE_PAUSE", "FormBook", "pending_forms", "submit_form"]
+
+logger = logging.getLogger("dify_runs")
+
+#: Seconds after an answer during which a ``paused`` record of its run is taken
+#: for the stale one Dify shows until a worker resumes the run (0.2 s seen).
+STALE_PAUSE = 5.0
+#: Forms (and runs answered) remembered per client.
+_REMEMBERED = 4096
+
+_NEEDS_1_14 = (
+    "human-input forms need Dify 1.14 or newer: this server has no {route} route "
+    "(its router answered 404)"
+)
+
+
+@attrs.define
+class FormBook:
+    """What one client knows of forms: whose run each token is, and which runs it answered.
+
+    Attributes:
+        forms: By token, the run id and the form last read through this client.
+        answered: By run id, the clock reading of this client's last answer.
+    """
+
+    forms: collections.OrderedDict[str, tuple[str, HumanInputForm]] = attrs.field(
+        factory=collections.OrderedDict
+    )
+    answered: dict[str, float] = attrs.field(factory=dict)
+
+    def remember(self, run_id: str, form: HumanInputForm) -> None:
+        """Note that ``form`` belongs to ``run_id`` (the oldest fall out past a bound)."""
+        self.forms[form.token] = (run_id, form)
+        self.forms.move_to_end(form.token)
+        while len(self.forms) > _REMEMBERED:
+            self.forms.popitem(last=False)
+
+    def is_stale(self, record: WorkflowRun, now: float) -> bool:
+        """Whether ``record`` is the stale ``paused`` of a run this client just answered."""
+        answered = self.answered.get(record.id)
+        if answered is None:
+            return False
+        if record.status is RunStatus.PAUSED and now - answered < STALE_PAUSE:
+            return True
+        del self.answered[record.id]  # the run moved on (or stayed paused too long to be stale)
+        return False
+
+
+def _not_a_route(error: DifyAPIError) -> bool:
+    """The router's 404 (no Dify code): the server has no such route."""
+    return error.status == 404 and error.code is None
+
+
+async def pending_forms(
+    transport: Transport, book: FormBook, run_id: str, *, user: str
+) -> list[HumanInputForm]:
+    """Carry out ``DifyClient.pending_forms`` (see there) for a known ``user``."""
+    canonical = _protocol.canonical_run_id(run_id)
+    run = await get_run(transport, canonical)
+    if run.status is not RunStatus.PAUSED:
+        return []
+    announced = await _announced_forms(transport, canonical, user)
+    forms: list[HumanInputForm] = []
+    for token, (node_id, node_title) in announced.items():
+        try:
+            form = await transport.request(
+                "GET", _protocol.form_path(token), _form_reader(token), measure=False
+            )
+        except (FormExpiredError, FormAlreadySubmittedError):
+            continue  # no longer waiting for an answer
+        except DifyAPIError as error:
+            if _not_a_route(error):
+                raise DifyAPIError(
+                    _NEEDS_1_14.format(route="form"), status=404, body=error.body
+                ) from error
+            raise
+        form = attrs.evolve(form, node_id=node_id, node_title=node_title)
+        book.remember(canonical, form)
+        forms.append(form)
+    return forms
+
+
+def _form_reader(token: str) -> Any:
+    def read(answer: Answer) -> HumanInputForm:
+        return _protocol.parse_form(answer.status, answer.headers, answer.body, token=token)
+
+    return read
+
+
+async def _announced_forms(
+    transport: Transport, run_id: str, user: str
+) -> dict[str, tuple[str | None, str | None]]:
+    """The tokens (with their nodes) the run's state snapshot announces, in order."""
+    found: dict[str, tuple[str | None, str | None]] = {}
+
+    async def read() -> None:
+        query = {"user": user, "include_state_snapshot": "true"}
+        async with transport.stream(f"workflow/{run_id}/events", query, None) as events:
+            async for event in events:
+                if not event.data:
+                    continue  # event: ping
+                try:
+                    payload = orjson.loads(event.data)
+                except ValueError:
+                    continue
+                for form in _protocol.forms_from_event(payload):
+                    found.setdefault(form.token, (form.node_id, form.node_title))
+                kind = payload.get("event") if isinstance(payload, dict) else None
+                if kind in {"workflow_paused", "workflow_finished"}:
+                    return  # the replay ends at the pause (or the run ended meanwhile)
+
+    try:
+        # A run resumed meanwhile goes live after the replay: never wait for it long.
+        await asyncio.wait_for(read(), transport.request_timeout)
+    except asyncio.TimeoutError:
+        logger.info("run %s: its state snapshot did not reach the pause in time", run_id)
+    except DifyAPIError as error:
+        if _not_a_route(error):
+            raise DifyAPIError(
+                _NEEDS_1_14.format(route="run event stream"), status=404, body=error.body
+            ) from error
+        raise
+    return found
+
+
+async def submit_form(
+    transport: Transport,
+    book: FormBook,
+    token: str,
+    *,
+    action: str,
+    inputs: Mapping[str, Any] | None,
+    user: str | None,
+    starter: str | None,
+) -> None:
+    """Carry out ``DifyClient.submit_form`` (see there); ``starter``: who started the run."""
+    path = _protocol.form_path(token)
+    known = book.forms.get(token)
+    if known is not None:
+        offered = [choice.id for choice in known[1].actions]
+        if offered and action not in offered:
+            raise BadRequestError(
+                f"Invalid action: {action}",
+                status=400,
+                code="invalid_form_data",
+                body=f"the form offers {offered}; checked before sending, nothing was sent",
+            )
+    who = user if user is not None else starter
+    if who is None:
+        raise ConfigurationError(
+            "user is required: pass user= (any end user of the app may answer a form)"
+        )
+    body = _protocol.form_submission(action=action, user=who, inputs=inputs)
+    try:
+        await transport.request(
+            "POST",
+            path,
+            _accepted,
+            json=body,
+            idempotent=False,  # an answer is taken once: a second one gets 412
+            measure=False,
+        )
+    except DifyAPIError as error:
+        if _not_a_route(error):
+            raise DifyAPIError(
+                _NEEDS_1_14.format(route="form"), status=404, body=error.body
+            ) from error
+        raise
+    if known is not None:
+        book.answered[known[0]] = transport.clock()
+
+
+def _accepted(answer: Answer) -> None:
+    _protocol.parse_submission(answer.status, answer.headers, answer.body)
