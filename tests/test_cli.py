@@ -890,6 +890,16 @@ def test_list_prints_json_lines(server: FakeDifyThread, capsys: pytest.CaptureFi
     assert server.count(route="logs") == 2  # one row per page
 
 
+def test_list_pages_through_a_crowded_second(
+    server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """list --page-size 3 prints each of 25 runs started at once (rows shuffled) exactly once."""
+    ids = server.on_server(lambda: [server.fake.add_run(duration=0) for _ in range(25)])
+    assert run_main("list", "--page-size", "3") == 0
+    listed = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(listed) == sorted(ids)
+
+
 @pytest.mark.parametrize("age", ["30m", "1h", "2d", "45s", "1.5h"])
 def test_list_since_ages(
     age: str, server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
