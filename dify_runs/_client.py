@@ -676,7 +676,7 @@ class DifyClient:
 
         def listen(run_id: str, policy: PollPolicy) -> Listener | None:
             who = user if user is not None else self._starters.get(run_id)
-            if who is None or not self._streams.may_open():
+            if who is None or not self._streams.may_open(self._transport.clock()):
                 return None
             return RunListener(
                 run_id=run_id,

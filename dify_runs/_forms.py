@@ -57,28 +57,43 @@ class FormBook:
 
     Attributes:
         forms: By token, the run id and the form last read through this client.
-        answered: By run id, the clock reading of this client's last answer.
+        paused: By run id, the paused record read with the run's forms.
+        answered: By run id, the clock reading of this client's last answer and
+            the paused record it answered.
     """
 
     forms: collections.OrderedDict[str, tuple[str, HumanInputForm]] = attrs.field(
         factory=collections.OrderedDict
     )
-    answered: dict[str, float] = attrs.field(factory=dict)
+    paused: dict[str, WorkflowRun] = attrs.field(factory=dict)
+    answered: dict[str, tuple[float, WorkflowRun | None]] = attrs.field(factory=dict)
 
     def remember(self, run_id: str, form: HumanInputForm) -> None:
         """Note that ``form`` belongs to ``run_id`` (the oldest fall out past a bound)."""
         self.forms[form.token] = (run_id, form)
         self.forms.move_to_end(form.token)
         while len(self.forms) > _REMEMBERED:
-            self.forms.popitem(last=False)
+            gone, _ = self.forms.popitem(last=False)
+            self.paused.pop(gone, None)
+
+    def answer(self, run_id: str, now: float) -> None:
+        """Note that this client answered a form of ``run_id`` at ``now``."""
+        self.answered[run_id] = (now, self.paused.pop(run_id, None))
 
     def is_stale(self, record: WorkflowRun, now: float) -> bool:
         """Whether ``record`` is the stale ``paused`` of a run this client just answered."""
         answered = self.answered.get(record.id)
         if answered is None:
             return False
-        if record.status is RunStatus.PAUSED and now - answered < STALE_PAUSE:
-            return True
+        at, before = answered
+        if record.status is RunStatus.PAUSED and now - at < STALE_PAUSE:
+            # The pause answered, as it was: a new pause has other steps and times.
+            same = before is None or (
+                record.total_steps == before.total_steps
+                and record.elapsed_time == before.elapsed_time
+            )
+            if same:
+                return True
         del self.answered[record.id]  # the run moved on (or stayed paused too long to be stale)
         return False
 
@@ -96,6 +111,7 @@ async def pending_forms(
     run = await get_run(transport, canonical)
     if run.status is not RunStatus.PAUSED:
         return []
+    book.paused[canonical] = run
     announced = await _announced_forms(transport, canonical, user)
     forms: list[HumanInputForm] = []
     for token, (node_id, node_title) in announced.items():
@@ -204,7 +220,7 @@ async def submit_form(
             ) from error
         raise
     if known is not None:
-        book.answered[known[0]] = transport.clock()
+        book.answer(known[0], transport.clock())
 
 
 def _accepted(answer: Answer) -> None:

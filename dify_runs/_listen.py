@@ -47,7 +47,7 @@ from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
 from ._scheduler import Scheduler
 from ._sse import ServerSentEvent
-from ._transport import Transport
+from ._transport import STREAM_PATIENCE, Transport, WorkerSaturatedError
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
@@ -65,7 +65,10 @@ logger = logging.getLogger("dify_runs")
 #: holds one of the API worker's connections for up to 5 minutes, and Dify's
 #: image runs one gevent worker with ``SERVER_WORKER_CONNECTIONS=10`` by
 #: default: a handful of streams already takes a visible share of it.
-DEFAULT_MAX_STREAMS = 4
+DEFAULT_MAX_STREAMS = 2
+#: Seconds a client opens no stream after one waited past ``STREAM_PATIENCE`` for
+#: its answer (the worker was saturated): its waits poll meanwhile.
+STREAM_REST = 60.0
 #: Seconds without a sign of the run (a connect with the state snapshot, which
 #: re-checks it, or an event) after which a safety poll goes out beside the
 #: stream. The lost end of Dify's race is caught at the stream's second ping
@@ -99,6 +102,8 @@ class StreamBook:
         max_streams: Streams allowed open at once.
         route_missing: The server answered the events route with its router's
             404 (Dify before 1.14): every wait polls from then on.
+        resting_until: Clock reading before which no stream opens (the
+            server's worker was found saturated).
         open: Listeners holding a stream slot now.
         connected: Streams connected now (their answer came; they are being read).
         tasks: The stream tasks alive (the client awaits them when it closes).
@@ -106,13 +111,14 @@ class StreamBook:
 
     max_streams: int
     route_missing: bool = False
+    resting_until: float = -float("inf")
     open: int = 0
     connected: int = 0
     tasks: set[asyncio.Task[None]] = attrs.field(factory=set)
 
-    def may_open(self) -> bool:
-        """Whether a new wait may listen (the route is not known missing, a slot is free)."""
-        return not self.route_missing and self.open < self.max_streams
+    def may_open(self, now: float) -> bool:
+        """Whether a new wait may listen: the route exists, a slot is free, the worker has room."""
+        return not self.route_missing and self.open < self.max_streams and now >= self.resting_until
 
     async def aclose(self) -> None:
         """Cancel every stream task and wait for them to end."""
@@ -297,6 +303,12 @@ class RunListener:
             started = transport.clock()
             try:
                 ended = await self._listen_once()
+            except WorkerSaturatedError:
+                # The worker holds no free connection: a stream would take the last ones
+                # from every other request. Rest: poll this run, open no stream for a while.
+                self._book.resting_until = transport.clock() + STREAM_REST
+                self._fall_back("the server's worker is saturated (a stream waited to begin)")
+                return
             except DifyError as error:
                 if isinstance(error, DifyAPIError) and error.status == 404:
                     if error.code is None:  # the router's page: no such route on this server
@@ -341,7 +353,9 @@ class RunListener:
         if snapshot:
             query["include_state_snapshot"] = "true"
         path = f"workflow/{self.run_id}/events"
-        async with self._transport.stream(path, query, time_left) as events:
+        async with self._transport.stream(
+            path, query, time_left, patience=STREAM_PATIENCE
+        ) as events:
             if snapshot:  # the snapshot re-checks the run: the safety poll can wait
                 self._postpone_safety_poll()
             self._book.connected += 1

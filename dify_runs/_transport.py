@@ -53,7 +53,14 @@ from ._limits import AdaptiveLimiter, Gate, Ticket
 from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule, retry_hint
 from ._sse import EventDecoder, ServerSentEvent
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Answer", "Transport"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_TIMEOUT",
+    "STREAM_PATIENCE",
+    "Answer",
+    "Transport",
+    "WorkerSaturatedError",
+]
 
 logger = logging.getLogger("dify_runs")
 
@@ -65,6 +72,11 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 #: Seconds an event stream may stay silent (Dify pings every 10 s) before it counts as dead.
 STREAM_READ_TIMEOUT = 60.0
+#: Seconds an event stream's answer may take to begin before the server's worker
+#: counts as saturated: Dify's worker serves a fixed number of connections
+#: (``SERVER_WORKER_CONNECTIONS``, 10 in its Docker image) and makes a new one
+#: wait until a held one closes, and every open stream holds one.
+STREAM_PATIENCE = 1.0
 #: Seconds a request without a deadline keeps asking a server that answers 429.
 RATIONED_FOR = 60.0
 _MAX_REDIRECTS = 3
@@ -93,6 +105,13 @@ class Answer:
 Reader = Callable[[Answer], _T]
 #: Reads a live 2xx response (an event stream) inside the request's error mapping.
 Consumer = Callable[[aiohttp.ClientResponse], Awaitable[Any]]
+
+
+class WorkerSaturatedError(DifyTimeoutError):
+    """An event stream's answer did not begin within :data:`STREAM_PATIENCE`.
+
+    The server's worker has no connection free: it takes no more streams for now.
+    """
 
 
 class _State(enum.Enum):
@@ -539,7 +558,12 @@ class Transport:
 
     @contextlib.asynccontextmanager
     async def stream(
-        self, path: str, query: Mapping[str, str], time_limit: float | None
+        self,
+        path: str,
+        query: Mapping[str, str],
+        time_limit: float | None,
+        *,
+        patience: float | None = None,
     ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
         """Connect an event stream (one attempt) and give its events.
 
@@ -549,6 +573,8 @@ class Transport:
         the pool, and no slot of the adaptive limit.
 
         Raises:
+            WorkerSaturatedError: The answer did not begin within ``patience``
+                seconds (the server's worker has no connection free).
             DifyAPIError: An error answer (the router's 404 has no ``code``).
             DifyConnectionError: No answer, or the stream broke (also while
                 reading an error body).
@@ -560,6 +586,9 @@ class Transport:
         limit = self.request_timeout
         if time_limit is not None:
             limit = max(0.001, min(limit, time_limit))
+        impatient = patience is not None and patience < limit
+        if patience is not None:
+            limit = min(limit, patience)
         self.gate.give_back(await self.gate.acquire())
         response: aiohttp.ClientResponse | None = None
         try:
@@ -579,6 +608,10 @@ class Transport:
         except asyncio.TimeoutError as exc:
             if response is not None:
                 response.close()
+            if impatient:
+                raise WorkerSaturatedError(
+                    f"the event stream did not begin within {format_seconds(limit)} s"
+                ) from exc
             raise DifyTimeoutError(f"no answer within {format_seconds(limit)} s") from exc
         except aiohttp.ClientError as exc:
             if response is not None:

@@ -19,7 +19,7 @@ from dify_runs import (
     WaitTimeoutError,
     WorkflowRun,
 )
-from dify_runs._listen import MAX_STREAM_FAILURES, SAFETY_POLL
+from dify_runs._listen import DEFAULT_MAX_STREAMS, MAX_STREAM_FAILURES, SAFETY_POLL
 from dify_runs.testing import FakeDify, Fault, VirtualClock
 
 from .conftest import client_tasks
@@ -193,7 +193,7 @@ async def test_wait_for_runs_listens(fake14: FakeDify, client14: DifyClient) -> 
     ids = [fake14.add_run(duration=50 + i, user=USER) for i in range(3)]
     results = [result async for result in client14.wait_for_runs(ids, user=USER)]
     assert all(result.succeeded for result in results)
-    assert fake14.count(route="events") == 3
+    assert fake14.count(route="events") == min(3, DEFAULT_MAX_STREAMS)
 
 
 async def test_streams_past_the_cap_poll(
@@ -438,3 +438,49 @@ async def test_the_record_a_wait_returns_is_a_gets(
         assert run.status is RunStatus.STOPPED
         assert run == await client.get_run(run_id)
         assert run.error != "as the stream says"
+
+
+async def test_default_clients_leave_a_docker_worker_room(
+    vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """3 default clients x 20 listening waits on a 10-connection worker: GETs never queue."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, worker_connections=10) as fake:
+        clients = [make_client(fake) for _ in range(3)]
+        durations = [2.0 + (n % 7) for n in range(60)]
+        ids = [fake.add_run(duration=d, user=USER) for d in durations]
+        start = vclock.now()
+        lags: list[float] = []
+
+        async def wait(client: DifyClient, run_id: str, duration: float) -> None:
+            run = await client.wait_for_run(run_id, user=USER, timeout=120)
+            assert run.status is RunStatus.SUCCEEDED
+            lags.append(vclock.now() - (start + duration))
+
+        await asyncio.gather(
+            *(
+                wait(clients[n % 3], run_id, duration)
+                for n, (run_id, duration) in enumerate(zip(ids, durations, strict=True))
+            )
+        )
+        assert max(fake.connections.waits) <= 1.0
+        assert max(lags) <= 2.0
+        assert fake.count(route="events") > 0
+
+
+async def test_a_saturated_worker_makes_the_client_poll(
+    vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """A stream that waits to begin (no worker connection free): the client polls and rests."""
+    async with FakeDify(version="1.14.2", clock=vclock.now, worker_connections=3) as fake:
+        client = make_client(fake, max_streams=8)
+        ids = [fake.add_run(duration=20, user=USER) for _ in range(8)]
+        start = vclock.now()
+        runs = await asyncio.gather(
+            *(client.wait_for_run(run_id, user=USER, timeout=120) for run_id in ids)
+        )
+        assert all(run.status is RunStatus.SUCCEEDED for run in runs)
+        assert vclock.now() - start <= 20 + 3  # polled to the end, not stuck behind streams
+        # Resting: a new wait polls, without asking for a stream.
+        streams = fake.count(route="events")
+        await client.wait_for_run(fake.add_run(duration=1, user=USER), user=USER)
+        assert fake.count(route="events") == streams
