@@ -153,7 +153,6 @@ def _is_router_404(error: DifyError) -> bool:
         isinstance(error, DifyAPIError)
         and not isinstance(error, RunNotFoundError)
         and error.status == 404
-        and not needs_newer_dify(error)  # Dify's API, only older than the forms' routes
     )
 
 
@@ -208,7 +207,7 @@ def describe_error(error: DifyError, origins: Origins | None = None) -> str:
             "the form was answered already; the run goes on with that first answer "
             f"(Dify answered {error})"
         )
-    if needs_newer_dify(error):
+    if needs_newer_dify(error):  # before the router's 404: the base URL is right
         where = "" if origins is None else f" (the server at {origins.base_url})"
         return f"{error.message}{where}"
     if isinstance(error, AuthenticationError):
