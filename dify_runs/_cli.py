@@ -45,8 +45,9 @@ exit codes:
   2  usage or configuration error (bad arguments, no API key, key refused,
      a chat app's key, a base URL that is not Dify's API root or whose host
      does not exist, a port in use); forms and answer: a server older than
-     Dify 1.14, an answer Dify refuses (an action the form lacks, an input
-     missing), several forms waiting and no --token to choose one
+     Dify 1.14, a --user who did not start the run, an answer Dify refuses
+     (an action the form lacks, an input missing), several forms waiting and
+     no --token to choose one
   3  a deadline passed before some run finished
   4  some run is paused, waiting for human input
   141  stdout was closed before the command finished (as in `| head`)
