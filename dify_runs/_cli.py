@@ -583,6 +583,10 @@ async def _answer(args: argparse.Namespace, origins: Origins) -> int:
             if error.code != "invalid_form_data":
                 raise
             raise _refused(error, form) from None
+        except RunNotFoundError:
+            raise CommandFailed(
+                f"{args.run_id}: no form of this app has the token {token}", EXIT_FAILED
+            ) from None
         except DifyError as error:
             if exit_for_error(error) == EXIT_USAGE:
                 raise

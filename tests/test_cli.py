@@ -1157,6 +1157,18 @@ def test_answer_an_expired_form(
     assert answers(forms_server, run_id) == [(None, {})]
 
 
+def test_answer_a_token_of_no_form(
+    forms_server: FakeDifyThread, clock: MovableClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --token Dify knows no form by, sent to a paused run: exit 1 saying so, briefly."""
+    run_id = waiting_run(forms_server, expires_in=60)
+    clock.offset += 120  # its own form expired: the token is sent for Dify to judge
+    argv = ["answer", run_id, "--action", "approve", "--token", "noSuchToken", "--user", "ann"]
+    assert run_main(*argv) == 1
+    err = one_line(capsys.readouterr().err)
+    assert err == f"dify-runs: {run_id}: no form of this app has the token noSuchToken"
+
+
 def test_answer_a_form_answered_already(
     forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
