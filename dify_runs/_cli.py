@@ -1,4 +1,4 @@
-"""The ``dify-runs`` command: get, wait, run, list, simulate and demo."""
+"""The ``dify-runs`` command: get, wait, run, list, forms, answer, simulate and demo."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from typing import Any, NoReturn
 from . import __version__, _protocol
 from ._client import DEFAULT_TIMEOUT, DifyClient
 from ._console import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_PIPE,
     EXIT_USAGE,
+    CommandFailed,
     Origins,
     describe_error,
     exit_for_error,
+    form_json,
     iso_utc,
     log_to_stderr,
     record_json,
@@ -29,18 +32,22 @@ from ._console import (
     wait_all,
 )
 from ._demo import SIMULATED_FAILURES, demo
-from ._errors import ConfigurationError, DifyError
-from ._models import StartedRun, WorkflowRun
+from ._errors import BadRequestError, ConfigurationError, DifyError, RunNotFoundError
+from ._models import HumanInputForm, RunStatus, StartedRun, WorkflowRun
 from ._wait import DEFAULT_WAIT_TIMEOUT
 
 EPILOG = f"""\
 exit codes:
-  0  every run succeeded (or partially succeeded)
+  0  every run succeeded (or partially succeeded); the form was answered
   1  some run failed or was stopped, or a lookup failed (a run not found,
-     a server down or refusing connections)
+     a server down or refusing connections); answer: no form waits, or the
+     form expired or was answered already
   2  usage or configuration error (bad arguments, no API key, key refused,
      a chat app's key, a base URL that is not Dify's API root or whose host
-     does not exist, a port in use)
+     does not exist, a port in use); forms and answer: a server older than
+     Dify 1.14, a --user who did not start the run, an answer Dify refuses
+     (an action the form lacks, an input missing), several forms waiting and
+     no --token to choose one
   3  a deadline passed before some run finished
   4  some run is paused, waiting for human input
   141  stdout was closed before the command finished (as in `| head`)
@@ -51,6 +58,10 @@ messages say which. The key is never printed.
 """
 
 _SERVER_VERSIONS = ("1.0.1", "1.12.1", "1.13.2", "1.14.2")
+#: Versions whose paused runs wait on a form the API answers (Dify 1.14 and newer).
+_FORM_VERSIONS = frozenset({"1.14.2"})
+#: The end user of the runs ``simulate`` scripts (``forms``, ``answer`` and ``wait`` ask for it).
+_SIMULATED_USER = "fake-user"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,6 +221,53 @@ def _build_parser() -> _Parser:
         help="with --wait, give up after S seconds (default: %(default)s)",
     )
 
+    forms = command("forms", "print the human-input forms a paused run waits on, as JSON lines")
+    forms.add_argument("run_id", metavar="RUN_ID", help="a run id (a UUID)")
+    forms.add_argument(
+        "--user",
+        required=True,
+        help="the end user who started the run: Dify names its forms only to them (required)",
+    )
+
+    answer = command("answer", "answer the human-input form a paused run waits on")
+    answer.add_argument("run_id", metavar="RUN_ID", help="a run id (a UUID)")
+    answer.add_argument(
+        "--action",
+        required=True,
+        metavar="ID",
+        help="the id of the chosen action, as `dify-runs forms` lists it (required)",
+    )
+    answer.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for one of the form's inputs; repeat for more (default: none)",
+    )
+    answer.add_argument(
+        "--user",
+        required=True,
+        help="the end user who started the run; the answer is sent as theirs (required)",
+    )
+    answer.add_argument(
+        "--token",
+        default=None,
+        metavar="T",
+        help="the form to answer when the run waits on several (default: its only one)",
+    )
+    answer.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait for the run and print its final record (default: off)",
+    )
+    answer.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="S",
+        help="with --wait, give up after S seconds (default: %(default)s)",
+    )
+
     listing = command("list", "print the app's runs, newest first, as JSON lines")
     listing.add_argument(
         "--status",
@@ -272,8 +330,9 @@ def _build_parser() -> _Parser:
         default=[],
         metavar="STATUS[:S]",
         help="script a run that ends with STATUS (succeeded, failed, stopped, "
-        "partial-succeeded) or pauses (paused) after S seconds, such as failed:3; "
-        "repeat for more (default: none; S defaults to --duration)",
+        "partial-succeeded) or pauses (paused; at a Human Input form with --version 1.14.2) "
+        "after S seconds, such as failed:3; repeat for more (default: none; S defaults "
+        "to --duration)",
     )
     simulate.add_argument(
         "--duration",
@@ -396,13 +455,19 @@ def _started_json(started: StartedRun) -> str:
     return json.dumps(payload, sort_keys=True)
 
 
-async def _run(args: argparse.Namespace, origins: Origins) -> int:
-    inputs: dict[str, Any] = {}
-    for item in args.input:
+def _pairs(items: Sequence[str], shape: str) -> dict[str, Any]:
+    """The ``--input`` values as a mapping; ``shape`` names their form in the error."""
+    found: dict[str, Any] = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigurationError(f"--input needs KEY=VALUE, got {item!r}")
-        inputs[key] = value
+            raise ConfigurationError(f"--input needs {shape}, got {item!r}")
+        found[key] = value
+    return found
+
+
+async def _run(args: argparse.Namespace, origins: Origins) -> int:
+    inputs = _pairs(args.input, "KEY=VALUE")
     async with _client(args, origins) as client:
         started = await client.start_run(inputs=inputs, user=args.user)
         say(sys.stdout, _started_json(started))
@@ -414,6 +479,137 @@ async def _run(args: argparse.Namespace, origins: Origins) -> int:
             timeout=args.timeout,
             as_json=True,
             user=started.user,
+            origins=origins,
+            suggest_answers=True,
+        )
+    return code
+
+
+async def _pending_forms(client: DifyClient, run_id: str, user: str) -> list[HumanInputForm]:
+    """The forms ``run_id`` waits on; a run found only without ``user`` is not theirs."""
+    try:
+        return await client.pending_forms(run_id, user=user)
+    except RunNotFoundError:
+        await client.get_run(run_id)  # raises RunNotFoundError again if there is no such run
+        raise CommandFailed(
+            f"{run_id} was not started by end user {user}: Dify names a run's forms only "
+            "to the user who started it (pass theirs with --user)",
+            EXIT_USAGE,
+        ) from None
+
+
+def _no_form(run: WorkflowRun) -> str:
+    """Why ``run`` waits on no form that can be answered."""
+    if run.status is RunStatus.PAUSED:
+        return (
+            f"{run.id} is paused, but none of its forms takes an answer now: each expired "
+            "or was answered (an answered run goes on in a moment)"
+        )
+    return f"{run.id} waits on no form (its status is {run.status.value})"
+
+
+async def _forms(args: argparse.Namespace, origins: Origins) -> int:
+    _check_ids([args.run_id])
+    async with _client(args, origins) as client:
+        forms = await _pending_forms(client, args.run_id, args.user)
+        for form in forms:
+            say(sys.stdout, form_json(form))
+        if not forms:
+            say(sys.stderr, f"dify-runs: {_no_form(await client.get_run(args.run_id))}")
+    return EXIT_OK
+
+
+def _listed(forms: Sequence[HumanInputForm]) -> str:
+    """The forms' tokens, each with the node that asks, for a message."""
+    return ", ".join(f"{form.token} ({form.node_title or form.node_id})" for form in forms)
+
+
+async def _chosen_token(
+    client: DifyClient, args: argparse.Namespace, forms: Sequence[HumanInputForm]
+) -> str:
+    """The token of the form to answer.
+
+    With ``--token`` and no form that takes an answer on a paused run, the
+    token is still sent: Dify's answer says why it takes none (expired,
+    answered already).
+
+    Raises:
+        CommandFailed: No form waits (exit 1); several wait and no ``--token``
+            chose one, or ``--token`` names none of them (exit 2).
+    """
+    if not forms:
+        run = await client.get_run(args.run_id)
+        if args.token is None or run.status is not RunStatus.PAUSED:
+            raise CommandFailed(_no_form(run), EXIT_FAILED)
+        return str(args.token)
+    if args.token is not None:
+        if all(form.token != args.token for form in forms):
+            raise CommandFailed(
+                f"{args.run_id} waits on no form with token {args.token}, but on: "
+                + _listed(forms),
+                EXIT_USAGE,
+            )
+        return str(args.token)
+    if len(forms) > 1:
+        raise CommandFailed(
+            f"{args.run_id} waits on {len(forms)} forms; choose one with --token: "
+            + _listed(forms),
+            EXIT_USAGE,
+        )
+    return forms[0].token
+
+
+def _refused(error: BadRequestError, form: HumanInputForm | None) -> CommandFailed:
+    """An answer Dify refused (``invalid_form_data``), with what the form offers."""
+    message = describe_error(error)
+    if form is not None:
+        message += "; the form's actions: " + ", ".join(action.id for action in form.actions)
+        if form.inputs:
+            fields = ", ".join(field.name for field in form.inputs)
+            message += f"; its inputs: {fields} (give each as --input NAME=VALUE)"
+    return CommandFailed(message, EXIT_USAGE)
+
+
+async def _answer(args: argparse.Namespace, origins: Origins) -> int:
+    _check_ids([args.run_id])
+    inputs = _pairs(args.input, "NAME=VALUE")
+    async with _client(args, origins) as client:
+        forms = await _pending_forms(client, args.run_id, args.user)
+        token = await _chosen_token(client, args, forms)
+        form = next((form for form in forms if form.token == token), None)
+        try:
+            await client.submit_form(token, action=args.action, inputs=inputs, user=args.user)
+        except BadRequestError as error:
+            if error.code != "invalid_form_data":
+                raise
+            raise _refused(error, form) from None
+        except RunNotFoundError:
+            raise CommandFailed(
+                f"{args.run_id}: no form of this app has the token {token}", EXIT_FAILED
+            ) from None
+        except DifyError as error:
+            if exit_for_error(error) == EXIT_USAGE:
+                raise
+            raise CommandFailed(
+                f"{args.run_id}: form {token}: {describe_error(error, origins)}",
+                exit_for_error(error),
+            ) from None
+        answered = {
+            "run_id": args.run_id,
+            "token": token,
+            "node_id": None if form is None else form.node_id,
+            "action": args.action,
+        }
+        say(sys.stdout, json.dumps(answered, ensure_ascii=False, sort_keys=True))
+        if not args.wait:
+            return EXIT_OK
+        # The client that answered: its wait skips the paused that Dify still shows.
+        _, code = await wait_all(
+            client,
+            [args.run_id],
+            timeout=args.timeout,
+            as_json=True,
+            user=args.user,
             origins=origins,
             suggest_answers=True,
         )
@@ -436,7 +632,8 @@ async def _list(args: argparse.Namespace, origins: Origins) -> int:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
-    from .testing import DEFAULT_API_KEY, FakeDify  # noqa: PLC0415 - only this command needs it
+    # Only this command needs the simulator.
+    from .testing import DEFAULT_API_KEY, FakeDify, FormField, HumanInputNode  # noqa: PLC0415
 
     fake = FakeDify(
         host=args.host, port=args.port, version=args.server_version, default_duration=args.duration
@@ -452,18 +649,32 @@ async def _simulate(args: argparse.Namespace) -> int:
     try:
         say(sys.stdout, f"Dify {args.server_version} simulator at {fake.base_url}")
         say(sys.stdout, f"API key: {DEFAULT_API_KEY}")
+        forms = args.server_version in _FORM_VERSIONS
         plain = args.runs if args.runs is not None else (0 if args.scripted else 3)
         script = [("succeeded", None)] * plain + args.scripted
         for index, (kind, seconds) in enumerate(script):
             after = args.duration if seconds is None else seconds
-            if kind == "paused":  # until answered; then it runs --duration more and succeeds
+            if kind == "paused" and forms:  # a Human Input node: its form takes the answer
+                approval = HumanInputNode(
+                    at=after, title="Approval", inputs=[FormField(name="comment")]
+                )
+                run_id = fake.add_run(
+                    duration=after + args.duration,
+                    inputs={"query": "the release notes"},
+                    human_input=[approval],
+                    user=_SIMULATED_USER,
+                )
+            elif kind == "paused":  # until answered; then it runs --duration more and succeeds
                 run_id = fake.add_run(pause_at=after, duration=after + args.duration)
             else:
                 failure = SIMULATED_FAILURES[index % len(SIMULATED_FAILURES)]
                 run_id = fake.add_run(
                     status=kind, duration=after, error=failure if kind == "failed" else None
                 )
-            say(sys.stdout, f"run {run_id} {kind} after {after:g} s")
+            line = f"run {run_id} {kind} after {after:g} s"
+            if kind == "paused" and forms:
+                line += f" (its form: dify-runs forms {run_id} --user {_SIMULATED_USER})"
+            say(sys.stdout, line)
         if args.lifetime is None:  # pragma: no cover - interactive, ends with Ctrl-C
             await asyncio.Event().wait()
         else:
@@ -475,7 +686,14 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 async def _dispatch(args: argparse.Namespace, origins: Origins | None) -> int:
     if origins is not None:  # the commands that talk to Dify
-        commands = {"get": _get, "wait": _wait, "run": _run, "list": _list}
+        commands = {
+            "get": _get,
+            "wait": _wait,
+            "run": _run,
+            "list": _list,
+            "forms": _forms,
+            "answer": _answer,
+        }
         return await commands[args.command](args, origins)
     if args.command == "simulate":
         return await _simulate(args)
@@ -504,6 +722,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DifyError as error:
         say(sys.stderr, f"dify-runs: {describe_error(error, origins)}")
         return exit_for_error(error)
+    except CommandFailed as failure:
+        say(sys.stderr, f"dify-runs: {failure}")
+        return failure.code
     except BrokenPipeError:
         # The reader left (`dify-runs list | head -1`): end quietly, as a program
         # killed by SIGPIPE would, without a traceback.

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import IO
+from typing import IO, TypeGuard
 
 import aiohttp
 import attrs
@@ -32,11 +32,13 @@ from ._errors import (
     DifyAPIError,
     DifyConnectionError,
     DifyError,
+    FormAlreadySubmittedError,
+    FormExpiredError,
     InvalidIdError,
     RunNotFoundError,
     WaitTimeoutError,
 )
-from ._models import RunStatus, RunSummary, WorkflowRun
+from ._models import HumanInputForm, RunStatus, RunSummary, WorkflowRun
 from ._wait import WaitResult, wait_for_runs
 
 __all__ = [
@@ -46,16 +48,19 @@ __all__ = [
     "EXIT_PAUSED",
     "EXIT_PIPE",
     "EXIT_USAGE",
+    "CommandFailed",
     "Origins",
     "Progress",
     "answer_hint",
     "describe_error",
     "exit_code",
     "exit_for_error",
+    "form_json",
     "is_usage_error",
     "iso_utc",
     "label",
     "log_to_stderr",
+    "needs_newer_dify",
     "record_json",
     "result_line",
     "say",
@@ -76,6 +81,20 @@ _SUCCESSES = frozenset({"succeeded", "partial-succeeded"})
 _UNKNOWN_HOST = frozenset(
     getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)
 )
+#: What the library's error says when a server before Dify 1.14 lacks a route forms need.
+_NEEDS_1_14 = "need Dify 1.14 or newer"
+
+
+class CommandFailed(Exception):  # noqa: N818 - it reads as what happened, like BrokenPipeError
+    """The command cannot do what it was asked; the message is its one line on stderr.
+
+    Attributes:
+        code: The exit code.
+    """
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +135,18 @@ def record_json(record: WorkflowRun | RunSummary) -> str:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True)
 
 
+def form_json(form: HumanInputForm) -> str:
+    """A form as one JSON line: its record's field names, ``expires_at`` as :func:`iso_utc`."""
+    payload = attrs.asdict(form)
+    payload["expires_at"] = iso_utc(form.expires_at)
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
+
+
+def needs_newer_dify(error: DifyError) -> TypeGuard[DifyAPIError]:
+    """Whether ``error`` says that the server lacks the routes of forms (Dify before 1.14)."""
+    return isinstance(error, DifyAPIError) and error.status == 404 and _NEEDS_1_14 in str(error)
+
+
 def _is_router_404(error: DifyError) -> bool:
     """A 404 from a web server rather than Dify's API: the base URL is not the API root."""
     return (
@@ -138,8 +169,9 @@ def _unknown_host(error: DifyError) -> bool:
 def is_usage_error(error: DifyError) -> bool:
     """Whether ``error`` means the command was set up wrong (key, URL, app, arguments)."""
     if isinstance(error, BadRequestError):
-        return error.code == "not_workflow_app"
-    if _is_router_404(error) or _unknown_host(error):
+        # A chat app's key; an answer with an action the form lacks, or an input missing.
+        return error.code in {"not_workflow_app", "invalid_form_data"}
+    if _is_router_404(error) or _unknown_host(error) or needs_newer_dify(error):
         return True
     return isinstance(error, (AuthenticationError, ConfigurationError, InvalidIdError))
 
@@ -166,6 +198,18 @@ def describe_error(error: DifyError, origins: Origins | None = None) -> str:
             "the API key belongs to a chat or completion app, not a workflow app "
             f"(Dify answered {error})"
         )
+    if isinstance(error, BadRequestError) and error.code == "invalid_form_data":
+        return f"Dify refused the answer: {error.message}"
+    if isinstance(error, FormExpiredError):
+        return f"the form expired: it takes no answer any more (Dify answered {error})"
+    if isinstance(error, FormAlreadySubmittedError):
+        return (
+            "the form was answered already; the run goes on with that first answer "
+            f"(Dify answered {error})"
+        )
+    if needs_newer_dify(error):  # before the router's 404: the base URL is right
+        where = "" if origins is None else f" (the server at {origins.base_url})"
+        return f"{error.message}{where}"
     if isinstance(error, AuthenticationError):
         if origins is None:
             check = "check --api-key or DIFY_API_KEY"
@@ -195,8 +239,12 @@ def describe_error(error: DifyError, origins: Origins | None = None) -> str:
 
 
 def answer_hint(run_id: str, user: str | None) -> str:
-    """How to answer a paused run's human input form from the command line."""
-    return f"answer it with: dify-runs answer {run_id} --action ID --user {user or 'U'}"
+    """How to see and answer a paused run's human input form from the command line."""
+    who = user or "U"
+    return (
+        f"see its form with: dify-runs forms {run_id} --user {who}; "
+        f"answer it with: dify-runs answer {run_id} --action ID --user {who}"
+    )
 
 
 def label(result: WaitResult) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import attrs
@@ -25,6 +25,8 @@ import pytest
 from aiohttp import web
 
 from dify_runs import (
+    DifyClient,
+    HumanInputForm,
     PollPolicy,
     RunStatus,
     RunSummary,
@@ -32,13 +34,21 @@ from dify_runs import (
     SyncDifyClient,
     WorkflowRun,
     _demo,
+    _forms,
     _protocol,
     _scheduler,
     _wait,
 )
 from dify_runs import _cli as cli
 from dify_runs import _console as console
-from dify_runs.testing import DEFAULT_API_KEY, Fault, virtual_time
+from dify_runs.testing import (
+    DEFAULT_API_KEY,
+    Fault,
+    FormField,
+    HumanInputNode,
+    SimulatedRun,
+    virtual_time,
+)
 from dify_runs.testing._versions import VERSIONS
 from tests.fake_thread import FakeDifyThread, app_thread, fake_dify_thread
 
@@ -514,16 +524,19 @@ def test_paused_run_says_how_to_answer_it(
     assert one_line(out).split("\t")[-1] == "waiting for human input"
     assert one_line(err) == (
         f"dify-runs: {paused} is waiting for human input; "
+        f"see its form with: dify-runs forms {paused} --user {user}; "
         f"answer it with: dify-runs answer {paused} --action ID --user {user}"
     )
 
 
-def _when_listened(server: FakeDifyThread, change: Callable[[], object]) -> threading.Thread:
-    """A started thread that makes ``change`` on the server once an event stream is open."""
+def _when_listened(
+    server: FakeDifyThread, change: Callable[[], object], streams: int = 1
+) -> threading.Thread:
+    """A started thread that makes ``change`` on the server once ``streams`` streams opened."""
 
     def watch() -> None:
         deadline = time.monotonic() + 10
-        while server.count(route="events") == 0 and time.monotonic() < deadline:
+        while server.count(route="events") < streams and time.monotonic() < deadline:
             time.sleep(0.005)  # polls a condition; the change below ends the wait, not time
         server.on_server(change)
 
@@ -915,3 +928,349 @@ def test_list_bad_since_is_usage_error(age: str, capsys: pytest.CaptureFixture[s
     """A --since that is not an age is a usage error, before anything is sent."""
     assert run_main("list", "--since", age, "--api-key", SECRET) == 2
     assert "--since" in capsys.readouterr().err
+
+
+# -- forms and answer ------------------------------------------------------------------
+
+
+class MovableClock:
+    """The wall clock, which a test may move forward (to expire a form) without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    """The forms server's clock."""
+    return MovableClock()
+
+
+@pytest.fixture
+def forms_server(monkeypatch: pytest.MonkeyPatch, clock: MovableClock) -> Iterator[FakeDifyThread]:
+    """A Dify 1.14.2 simulator (forms, event streams) on ``clock``; DIFY_* point at it."""
+    with fake_dify_thread(version="1.14.2", clock=clock.now, ping_interval=0.02) as running:
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        yield running
+
+
+def waiting_run(
+    server: FakeDifyThread, *nodes: HumanInputNode, duration: float = 0, **node: object
+) -> str:
+    """A run of ann's that pauses at once at an approval form; ``duration`` s after the last."""
+    if not nodes:
+        nodes = (HumanInputNode(title="Approval", inputs=(FormField(name="comment"),), **node),)  # type: ignore[arg-type]
+    return server.add_run(
+        duration=duration, user="ann", inputs={"query": "the budget"}, human_input=list(nodes)
+    )
+
+
+def pending(server: FakeDifyThread, run_id: str) -> list[str]:
+    """The tokens of the forms ``run_id`` waits on, as the simulator knows them."""
+    return server.on_server(lambda: server.fake.pending_forms(run_id))
+
+
+def answers(server: FakeDifyThread, run_id: str) -> list[tuple[str | None, dict[str, object]]]:
+    """The action and inputs each form of ``run_id`` was answered with (None: not answered)."""
+
+    def read() -> list[tuple[str | None, dict[str, object]]]:
+        forms = server.fake.runs[run_id].forms
+        assert forms is not None
+        return [(form.action, form.inputs) for form in forms.forms]
+
+    return server.on_server(read)
+
+
+def test_forms_prints_each_pending_form(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """forms prints the paused run's form as one JSON line, its expiry in ISO 8601 UTC."""
+    run_id = waiting_run(forms_server)
+    assert run_main("forms", run_id, "--user", "ann") == 0
+    out, err = capsys.readouterr()
+    form = json.loads(one_line(out))
+    assert err == ""
+    assert form["token"] == pending(forms_server, run_id)[0]
+    assert form["content"] == "Please approve the budget"
+    assert (form["node_id"], form["node_title"]) == ("human", "Approval")
+    assert form["inputs"] == [{"name": "comment", "type": "paragraph", "default": ""}]
+    assert [action["id"] for action in form["actions"]] == ["approve", "reject"]
+    expires = forms_server.on_server(lambda: _expiry(forms_server.fake.runs[run_id]))
+    assert form["expires_at"] == datetime.fromtimestamp(expires, timezone.utc).isoformat()
+    assert datetime.fromisoformat(form["expires_at"]).utcoffset() == timedelta(0)
+
+
+def _expiry(run: SimulatedRun) -> int:
+    """When the run's first form expires, in the whole Unix seconds Dify sends."""
+    assert run.forms is not None
+    return int(run.forms.expires_at(run, 0))
+
+
+def test_forms_of_a_run_that_waits_on_none(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running run waits on no form: nothing on stdout, a line on stderr saying why, exit 0."""
+    run_id = forms_server.add_run(duration=3600, user="ann")
+    assert run_main("forms", run_id, "--user", "ann") == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert one_line(err) == f"dify-runs: {run_id} waits on no form (its status is running)"
+
+
+def test_forms_asks_for_the_user_who_started_the_run(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another user's --user is a usage error that says whose forms Dify names."""
+    run_id = waiting_run(forms_server)
+    assert run_main("forms", run_id, "--user", "bob") == 2
+    assert "was not started by end user bob" in one_line(capsys.readouterr().err)
+    assert run_main("forms", MISSING, "--user", "ann") == 1
+    assert "not found" in one_line(capsys.readouterr().err)
+
+
+def test_answer_the_only_form(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """answer sends the action and inputs to the run's one form and prints what it answered."""
+    run_id = waiting_run(forms_server)
+    [token] = pending(forms_server, run_id)
+    argv = ["answer", run_id, "--action", "approve", "--input", "comment=ok", "--user", "ann"]
+    assert run_main(*argv) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert json.loads(one_line(out)) == {
+        "run_id": run_id,
+        "token": token,
+        "node_id": "human",
+        "action": "approve",
+    }
+    assert answers(forms_server, run_id) == [("approve", {"comment": "ok"})]
+
+
+def test_several_forms_need_a_token(
+    forms_server: FakeDifyThread,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two forms waiting and no --token: exit 2 listing both tokens, nothing answered."""
+    # The simulator pauses a run at one node at a time; Dify's parallel branches can wait on
+    # several: here the run "waits" on its own form and on another run's.
+    first, second = waiting_run(forms_server), waiting_run(forms_server)
+    real = DifyClient.pending_forms
+
+    async def both(
+        self: DifyClient, run_id: str, *, user: str | None = None
+    ) -> list[HumanInputForm]:
+        return [*await real(self, first, user=user), *await real(self, second, user=user)]
+
+    monkeypatch.setattr(DifyClient, "pending_forms", both)
+    tokens = [*pending(forms_server, first), *pending(forms_server, second)]
+    argv = ["answer", first, "--action", "approve", "--input", "comment=ok", "--user", "ann"]
+    assert run_main(*argv) == 2
+    err = one_line(capsys.readouterr().err)
+    assert f"{first} waits on 2 forms; choose one with --token: " in err
+    assert all(token in err for token in tokens)
+    assert answers(forms_server, first) == answers(forms_server, second) == [(None, {})]
+    assert run_main(*argv, "--token", tokens[1]) == 0
+    assert answers(forms_server, second) == [("approve", {"comment": "ok"})]
+    assert answers(forms_server, first) == [(None, {})]
+
+
+def test_answer_a_token_the_run_does_not_wait_on(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --token that is none of the run's waiting forms is a usage error; nothing is sent."""
+    run_id = waiting_run(forms_server)
+    argv = ["answer", run_id, "--action", "approve", "--token", "someOtherToken", "--user", "ann"]
+    assert run_main(*argv) == 2
+    assert "waits on no form with token someOtherToken, but on: " in capsys.readouterr().err
+    assert answers(forms_server, run_id) == [(None, {})]
+
+
+def test_answer_a_run_that_waits_on_none(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Answering a running run: exit 1 and a line saying it waits on no form."""
+    run_id = forms_server.add_run(duration=3600, user="ann")
+    assert run_main("answer", run_id, "--action", "approve", "--user", "ann") == 1
+    err = one_line(capsys.readouterr().err)
+    assert err == f"dify-runs: {run_id} waits on no form (its status is running)"
+
+
+def test_answer_wait_prints_the_final_record(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """answer --wait skips the paused Dify shows right after an answer and prints the end."""
+    run_id = waiting_run(forms_server, resume_delay=0.5)  # paused for 0.5 s after the answer
+    argv = ["answer", run_id, "--action", "approve", "--input", "comment=ok", "--user", "ann"]
+    assert run_main(*argv, "--wait", "--timeout", "30") == 0
+    out, err = capsys.readouterr()
+    answered, final = (json.loads(line) for line in out.splitlines())
+    assert answered["action"] == "approve"
+    assert (final["id"], final["status"]) == (run_id, "succeeded")
+    assert err == ""
+
+
+def test_answer_wait_listens_as_the_user(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once the answered run runs again, answer --wait follows its event stream as --user."""
+    run_id = waiting_run(forms_server, duration=3600)
+    # One stream reads the form; the wait's is the second: the run ends once it is open.
+    watcher = _when_listened(forms_server, _finish_all(forms_server), streams=2)
+    argv = ["answer", run_id, "--action", "approve", "--input", "comment=ok", "--user", "ann"]
+    assert run_main(*argv, "--wait", "--timeout", "30") == 0
+    watcher.join(10)
+    out, err = capsys.readouterr()
+    answered, final = (json.loads(line) for line in out.splitlines())
+    assert answered["action"] == "approve"
+    assert (final["id"], final["status"]) == (run_id, "succeeded")
+    assert err == ""
+    assert forms_server.count(route="events", run_id=run_id) >= 2  # forms, then the wait
+
+
+def test_answer_wait_ends_at_the_next_form(
+    forms_server: FakeDifyThread,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run that pauses again at a second form: answer --wait exits 4 and says how to go on."""
+    # A pause this soon after the answer passes for the stale one for STALE_PAUSE seconds
+    # (the run ran too briefly between its forms for a poll to see it running): shorten that.
+    monkeypatch.setattr(_forms, "STALE_PAUSE", 1.0)
+    run_id = waiting_run(forms_server, HumanInputNode(node_id="first"), HumanInputNode())
+    assert run_main("answer", run_id, "--action", "approve", "--user", "ann", "--wait") == 4
+    out, err = capsys.readouterr()
+    answered, final = (json.loads(line) for line in out.splitlines())
+    assert answered["node_id"] == "first"
+    assert final["status"] == "paused"
+    assert one_line(err).endswith(f"dify-runs answer {run_id} --action ID --user ann")
+    assert answers(forms_server, run_id) == [("approve", {}), (None, {})]
+
+
+def test_answer_an_expired_form(
+    forms_server: FakeDifyThread, clock: MovableClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An expired form takes no answer: exit 1, and with --token Dify's reason is said."""
+    run_id = waiting_run(forms_server, expires_in=60)
+    [token] = pending(forms_server, run_id)
+    clock.offset += 120
+    argv = ["answer", run_id, "--action", "approve", "--input", "comment=ok", "--user", "ann"]
+    assert run_main(*argv) == 1
+    assert "is paused, but none of its forms takes an answer now" in capsys.readouterr().err
+    assert run_main(*argv, "--token", token) == 1
+    err = one_line(capsys.readouterr().err)
+    assert f"form {token}: the form expired: it takes no answer any more" in err
+    assert "human_input_form_expired" in err
+    assert answers(forms_server, run_id) == [(None, {})]
+
+
+def test_answer_a_token_of_no_form(
+    forms_server: FakeDifyThread, clock: MovableClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --token Dify knows no form by, sent to a paused run: exit 1 saying so, briefly."""
+    run_id = waiting_run(forms_server, expires_in=60)
+    clock.offset += 120  # its own form expired: the token is sent for Dify to judge
+    argv = ["answer", run_id, "--action", "approve", "--token", "noSuchToken", "--user", "ann"]
+    assert run_main(*argv) == 1
+    err = one_line(capsys.readouterr().err)
+    assert err == f"dify-runs: {run_id}: no form of this app has the token noSuchToken"
+
+
+def test_answer_a_form_answered_already(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A form somebody answered first: exit 1 saying so, and the first answer stands."""
+    run_id = waiting_run(forms_server, resume_delay=3600)  # the run stays paused meanwhile
+    [token] = pending(forms_server, run_id)
+    forms_server.on_server(lambda: forms_server.fake.answer_form(token, inputs={"comment": "1st"}))
+    argv = ["answer", run_id, "--action", "reject", "--input", "comment=2nd", "--user", "ann"]
+    assert run_main(*argv, "--token", token) == 1
+    err = one_line(capsys.readouterr().err)
+    assert f"form {token}: the form was answered already" in err
+    assert answers(forms_server, run_id) == [("approve", {"comment": "1st"})]
+
+
+@pytest.mark.parametrize(
+    ("extra", "refusal"),
+    [
+        pytest.param(["--action", "approve"], "Missing required inputs: comment", id="no-input"),
+        pytest.param(
+            ["--action", "nope", "--input", "comment=x"], "Invalid action: nope", id="no-action"
+        ),
+    ],
+)
+def test_answer_dify_refuses(
+    extra: list[str],
+    refusal: str,
+    forms_server: FakeDifyThread,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An input missing or an action the form lacks: exit 2 naming what the form takes."""
+    run_id = waiting_run(forms_server)
+    assert run_main("answer", run_id, *extra, "--user", "ann") == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"dify-runs: Dify refused the answer: {refusal}; the form's actions: approve, reject; "
+        "its inputs: comment (give each as --input NAME=VALUE)"
+    )
+    assert len(pending(forms_server, run_id)) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["forms"], id="forms"),
+        pytest.param(["answer", "--action", "approve"], id="answer"),
+        pytest.param(["answer", "--action", "approve", "--token", "abc"], id="answer-token"),
+    ],
+)
+def test_forms_need_dify_1_14(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """On Dify 1.13 forms and answer exit 2 saying forms need 1.14, not blaming the base URL."""
+    with fake_dify_thread(version="1.13.2") as old:
+        run_id = old.add_run(duration=60, pause_at=0, user="ann")
+        command, *options = argv
+        code = run_main(command, run_id, *options, "--user", "ann", *_options(old))
+    err = one_line(capsys.readouterr().err)
+    assert code == 2
+    assert err.startswith("dify-runs: human-input forms need Dify 1.14 or newer: ")
+    assert f"(the server at {old.url})" in err
+    assert "API root" not in err
+
+
+def _options(server: FakeDifyThread) -> list[str]:
+    return ["--api-key", server.fake.api_key, "--base-url", server.url]
+
+
+def test_the_wait_hint_gives_working_commands(
+    forms_server: FakeDifyThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The commands the wait suggests for a paused run run as given: forms, then answer."""
+    run_id = waiting_run(forms_server, HumanInputNode())
+    assert run_main("wait", run_id, "--user", "ann") == 4
+    hint = one_line(capsys.readouterr().err)
+    forms_command = re.search(r"see its form with: dify-runs (.*?);", hint)
+    answer_command = re.search(r"answer it with: dify-runs (.*)$", hint)
+    assert forms_command is not None
+    assert answer_command is not None
+    assert run_main(*forms_command[1].split()) == 0
+    form = json.loads(one_line(capsys.readouterr().out))
+    action = form["actions"][0]["id"]
+    assert run_main(*answer_command[1].replace(" ID ", f" {action} ").split()) == 0
+    assert answers(forms_server, run_id) == [(action, {})]
+
+
+def test_simulate_pauses_at_a_form_on_1_14() -> None:
+    """simulate --version 1.14.2 --run paused scripts a run whose form forms and answer reach."""
+    with simulate("--version", "1.14.2", "--run", "paused:0", runs=1) as (base_url, lines):
+        [line] = lines
+        run_id = line[1]
+        assert line[2:6] == ["paused", "after", "0", "s"]
+        assert " ".join(line[6:]) == f"(its form: dify-runs forms {run_id} --user fake-user)"
+        options = ["--api-key", DEFAULT_API_KEY, "--base-url", base_url, "--user", "fake-user"]
+        assert run_main("forms", run_id, *options) == 0
+        answer = ["answer", run_id, "--action", "approve", "--input", "comment=ok"]
+        assert run_main(*answer, *options) == 0
