@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from . import _forms, _listings, _lookups, _protocol, _start, _wait
+from . import _forms, _listings, _logs_protocol, _lookups, _protocol, _start, _wait
 from ._errors import ConfigurationError, DifyError
 from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
 from ._models import HumanInputForm, RunStatus, RunSummary, StartedRun, WorkflowRun
@@ -286,7 +286,7 @@ class DifyClient:
             DifyConnectionError: No answer.
             UnexpectedResponseError: An answer that is not a page of logs.
         """
-        query = _protocol.log_query(
+        query = _logs_protocol.log_query(
             status=status,
             user=user,
             created_after=created_after,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime, timezone
 
+from ._logs_protocol import LogPage, log_date, parse_log_page
 from ._models import RunSummary
-from ._protocol import LogPage, log_date, parse_log_page
 from ._transport import Answer, Transport
 
 __all__ = ["list_runs", "read_page"]
