@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -35,6 +34,7 @@ from ._router import Router
 from ._run_routes import get_events, get_run
 from ._start import StartSettings, post_run
 from ._versions import DEFAULT_VERSION, VERSIONS, ServerVersion
+from ._wall_clock import LoopWallClock
 
 DEFAULT_API_KEY = "app-dify-runs-testing-key"
 """The workflow app key a :class:`FakeDify` accepts unless told otherwise."""
@@ -57,8 +57,13 @@ class FakeDify:
             run event stream), ``"1.12.1"`` (200 with nulls, outputs as JSON
             strings, stops never recorded) or ``"1.0.1"`` (RFC 2822 dates, stops
             recorded, no paused status).
-        clock: Wall clock in Unix seconds; a :class:`VirtualClock`'s ``now``
-            makes runs advance in virtual time.
+        clock: Wall clock in Unix seconds, which dates runs and moves them on.
+            None (default): Unix time that moves with the running event loop's
+            clock, the wall time read once per loop plus the loop's time since.
+            On a real loop that is the wall clock; under :func:`virtual_time`
+            (looptime) it is virtual time, dated from the real date, so runs
+            advance as the fake's sleeps do with no ``clock=`` needed. A
+            :class:`VirtualClock`'s ``now`` dates them from its own ``start``.
         sleep: How the server waits (streams, latency, stalls, its queue); pair
             it with ``clock``.
         host: Address to listen on (loopback by default).
@@ -107,7 +112,7 @@ class FakeDify:
         *,
         api_key: str = DEFAULT_API_KEY,
         version: ServerVersion = DEFAULT_VERSION,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -130,7 +135,7 @@ class FakeDify:
         self._quirks = VERSIONS[version]
         self.api_key = api_key
         self.version: str = version
-        self.clock = clock
+        self.clock: Callable[[], float] = LoopWallClock() if clock is None else clock
         self.sleep = sleep
         self.host = host
         self.port = port
