@@ -254,11 +254,21 @@ class DifyClient:
     ) -> AsyncGenerator[RunSummary, None]:
         """List the app's runs, newest first, from its workflow logs (``GET workflows/logs``).
 
-        Pages are fetched as the iteration goes. The listing is stable while
-        new runs arrive: after the first page, later pages only cover rows
-        created up to the first page's newest one, and no run is yielded
-        twice. Dify 1.12 and newer list a run from its start (``running``);
-        1.0.x only once it ended, dated when it ended.
+        Every run the logs held when the listing began, and the filters
+        select, is yielded exactly once, although Dify returns the rows of
+        one second in a new order on every request. Runs started during the
+        listing may or may not appear (each at most once): they never move the
+        older ones. Seconds come newest first; the runs of one second in no
+        particular order.
+
+        Pages are fetched as the iteration goes, each the first page of the
+        logs up to some second, so a listing costs about one request per
+        ``page_size`` rows (the rows of a second split between two pages come
+        again at the top of the next). A second holding more rows than
+        ``page_size`` costs a request of 100 rows more, and one holding more
+        than 100 is read on its own until ``total`` distinct rows were seen: a
+        few requests more. Dify 1.12 and newer list a run from its start
+        (``running``); 1.0.x only once it ended, dated when it ended.
 
         Example::
 
@@ -284,7 +294,9 @@ class DifyClient:
             AuthenticationError: The API key was refused (when iterating).
             DifyAPIError: Another error answer, once retries are spent.
             DifyConnectionError: No answer.
-            UnexpectedResponseError: An answer that is not a page of logs.
+            UnexpectedResponseError: An answer that is not a page of logs, rows
+                outside the dates asked for, or a second whose rows never all
+                showed (the server changed them faster than they could be read).
         """
         query = _logs_protocol.log_query(
             status=status,

@@ -195,7 +195,19 @@ class DifyConnectionError(DifyError):
     """The request got no usable answer: refused, reset, DNS or TLS failure.
 
     The aiohttp exception is the ``__cause__``.
+
+    Attributes:
+        definite: The failure looks like a configuration mistake that no retry
+            cures (an unknown host name, a TLS certificate refused): it fails
+            at once. A refused connection or a reset is not definite: the server
+            may be restarting.
+        sent: False when the request never left the client (the connection
+            could not be made): a retry of it cannot start anything twice.
     """
+
+    definite: bool = False
+    #: False when the request never reached any server (the connection was refused).
+    sent: bool = True
 
 
 class DifyTimeoutError(DifyConnectionError, TimeoutError):

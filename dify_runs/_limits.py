@@ -131,6 +131,19 @@ class AdaptiveLimiter:
         """
         return self.started(now) if self.may_start(now) else None
 
+    def restart(self) -> None:
+        """Start again from one request in flight, growing by slow start.
+
+        For a server coming back from an outage: a freshly booted worker hit at
+        the old limit stalls (Dify 1.14.2's database pool overflowed under 40 GETs
+        at once), so the client ramps up, measuring the latency floor afresh.
+        """
+        self.limit = 1.0
+        self._slow_start = True
+        self.floor = None
+        self._probing = False
+        self._next_probe = None
+
     @property
     def last_start(self) -> float:
         """Clock reading of the last request start."""

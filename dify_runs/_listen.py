@@ -6,8 +6,17 @@ and the run's scheduler entry gets a :class:`RunListener` that owns one stream
 task; every waiter on the entry (the same run and poll policy) shares it. The
 scheduler still makes the first poll (the record the events are read against,
 and an already finished or paused run settles there without a stream), then
-only slow *safety polls* while the stream is open; a final event asks for one
-poll at once, whose record (a GET's, with ``inputs``) ends the wait.
+only slow *safety polls* while the stream is open; a final event
+(``workflow_finished`` or ``workflow_paused``) ends the stream and asks for a
+poll at once, repeated every :data:`FINAL_RECHECK` until the GET agrees: the
+record a wait returns is always a GET's (with ``inputs``), never the event's.
+
+Never miss the end: Dify reads the run, sends the stream's first ping and only
+then subscribes to the run's events, so an end published in that gap is lost
+and the stream only pings until its idle close. Every later ping comes from
+inside the subscription, so a GET at the second ping of each stream
+(:data:`CONFIRM_AT_PING`) confirms the run's state: a lost end costs at most
+one ping interval (10 s on Dify), one GET per stream.
 
 Never worse than polling: the listener hands its run back to plain polling
 when the route does not exist (the router's HTML 404: remembered per client in
@@ -36,7 +45,6 @@ import orjson
 from ._errors import DifyAPIError, DifyConnectionError, DifyError
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
-from ._protocol import structure_run
 from ._scheduler import Scheduler
 from ._sse import ServerSentEvent
 from ._transport import Transport
@@ -60,11 +68,20 @@ logger = logging.getLogger("dify_runs")
 DEFAULT_MAX_STREAMS = 4
 #: Seconds without a sign of the run (a connect with the state snapshot, which
 #: re-checks it, or an event) after which a safety poll goes out beside the
-#: stream. Dify closes a quiet stream after 300 s and the reconnect re-checks
-#: the run, so with a working server no safety poll is ever due; one comes only
-#: from a stream that stays open and silent (a proxy that swallows events): a
-#: lost event delays a wait by at most this, for at most 10 GETs an hour.
+#: stream. The lost end of Dify's race is caught at the stream's second ping
+#: (:data:`CONFIRM_AT_PING`), and Dify closes a quiet stream after 300 s (the
+#: reconnect re-checks the run), so with a working server no safety poll is
+#: ever due: it is for a stream that stays open yet delivers neither events nor
+#: pings' confirmation (a proxy that swallows events), at most 10 GETs an hour.
 SAFETY_POLL = 360.0
+#: The ping of a stream after which a GET confirms the run's state: Dify sends its
+#: first ping before it subscribes to the run's events (an end published in between
+#: is lost for good), and every later ping from inside the subscription.
+CONFIRM_AT_PING = 2
+#: Seconds between the GETs that confirm a final event, while the record lags behind.
+FINAL_RECHECK = 0.1
+#: GETs that may disagree with a final event before the run is followed again.
+FINAL_RECHECKS = 50
 #: A sign of the run moves the safety poll at most this often, in seconds.
 _DEFER_EVERY = 30.0
 #: A stream open this long counts as healthy when it ends without a final
@@ -173,8 +190,9 @@ class RunListener:
         "_book",
         "_closed",
         "_deferred",
-        "_final",
+        "_finishing",
         "_nodes",
+        "_pings",
         "_poll_now",
         "_record",
         "_replayed",
@@ -203,7 +221,8 @@ class RunListener:
         self._book = book
         self._transport = transport
         self._record: WorkflowRun | None = None
-        self._final: WorkflowRun | None = None
+        self._finishing = 0  # polls left to confirm a final event by a GET
+        self._pings = 0  # pings seen on the stream now open
         self._poll_now = False
         self._nodes: set[str] = set()
         self._replayed = 0
@@ -215,22 +234,29 @@ class RunListener:
     # -- the scheduler's side (Listener) --------------------------------------------
 
     def next_delay(self, delay: float) -> float:
-        """A safety poll's delay: the policy's, but at least :data:`SAFETY_POLL`."""
+        """A safety poll's delay: the policy's, but at least :data:`SAFETY_POLL`.
+
+        Sooner while a final event waits for the GET to agree (:data:`FINAL_RECHECK`).
+        """
         if self._poll_now:
             self._poll_now = False
             return 0.0
+        if self._finishing:
+            return FINAL_RECHECK
         return max(delay, SAFETY_POLL)
 
     def seen(self, record: WorkflowRun) -> None:
         """Read a polled record; the first one starts the stream."""
         self._record = record
-        final, self._final = self._final, None
-        if final is not None and not record.is_terminal:
-            # workflow_finished, but the GET still says otherwise: trust the event.
-            self._scheduler.publish(
-                self.run_id, self.policy, attrs.evolve(final, inputs=record.inputs)
-            )
-            return
+        if self._finishing:
+            if record.is_terminal or record.status is RunStatus.PAUSED:
+                self._finishing = 0  # the GET agrees with the final event
+            else:
+                # A final event, but the GET does not say so yet (a stop reaches the
+                # stream before the record): the wait returns a GET's record, so ask again.
+                self._finishing -= 1
+                if self._finishing:
+                    return
         if (self._task is None or self._task.done()) and not self._closed:
             # The first record, or the run goes on after a pause: (re)start the stream.
             self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -309,6 +335,7 @@ class RunListener:
         assert record is not None  # noqa: S101 - the first poll comes first
         snapshot = record.status is not RunStatus.PAUSED
         self._replayed = 0
+        self._pings = 0
         time_left = self._scheduler.time_left(self.run_id, self.policy)
         query = {"user": self.user}
         if snapshot:
@@ -334,6 +361,12 @@ class RunListener:
         """Read one event; return True for a final one."""
         payload = _event_payload(event)
         if payload is None:
+            if event.event == "ping":
+                self._pings += 1
+                if self._pings == CONFIRM_AT_PING:
+                    # Dify subscribes to the run's events only after its first ping, so
+                    # an end published before that is lost; this ping is from after it.
+                    self._poll_now = not self._scheduler.poll_soon(self.run_id, self.policy)
             return False
         if payload.get("event") in {"workflow_finished", "workflow_paused"}:
             self._ask_for_poll(payload)
@@ -354,19 +387,8 @@ class RunListener:
             self._scheduler.defer(self.run_id, self.policy, SAFETY_POLL)
 
     def _ask_for_poll(self, payload: dict[str, Any]) -> None:
-        """A final event: poll now for the run's full record."""
-        if payload.get("event") == "workflow_finished":
-            self._final = _finished_record(self._record, payload)
+        """A final event: poll now for the run's full record, until the GET agrees."""
+        del payload
+        self._finishing = FINAL_RECHECKS
         # A poll in flight may predate the event: then the next one goes at once.
         self._poll_now = not self._scheduler.poll_soon(self.run_id, self.policy)
-
-
-def _finished_record(record: WorkflowRun | None, payload: dict[str, Any]) -> WorkflowRun | None:
-    """The record ``workflow_finished`` describes (without inputs), if it reads as one."""
-    data = payload.get("data")
-    if record is None or not isinstance(data, dict):
-        return None
-    try:
-        return structure_run(data)
-    except DifyError:
-        return None

@@ -19,6 +19,7 @@ from ._protocol import api_error, decode_json
 
 __all__ = [
     "LOG_STATUSES",
+    "MAX_PAGE_SIZE",
     "LogPage",
     "log_date",
     "log_query",

@@ -55,7 +55,7 @@ MAX_RETRY_AFTER = 60.0
 def is_transient(error: DifyError) -> bool:
     """Return True for failures a later attempt may cure (transport, 408, 429, 5xx, non-JSON)."""
     if isinstance(error, DifyConnectionError):
-        return True
+        return not error.definite  # an unknown host or a refused certificate will not improve
     if isinstance(error, DifyAPIError):
         return error.status in RETRYABLE_STATUSES
     # Only an answer that was not JSON at all (a proxy's page, a cut body) is
@@ -215,6 +215,8 @@ class RetryRule:
         delay = max(backoff, retry_hint(error), at_least)
         if deadline is not None and now + delay >= deadline:
             return Decision(retry=False, delay=delay, reason="deadline")
-        if not budget.try_spend(transport=isinstance(error, DifyConnectionError)):
+        refused = isinstance(error, DifyConnectionError) and not error.sent
+        # A refused connection costs the server nothing: it is not charged.
+        if not refused and not budget.try_spend(transport=isinstance(error, DifyConnectionError)):
             return Decision(retry=False, delay=delay, reason="budget")
         return Decision(retry=True, delay=delay)

@@ -32,12 +32,20 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import attrs
+
 from . import _protocol
-from ._errors import ClientClosedError, DifyError, DifyTimeoutError, WaitTimeoutError
+from ._errors import (
+    ClientClosedError,
+    DifyError,
+    DifyTimeoutError,
+    UnexpectedResponseError,
+    WaitTimeoutError,
+)
 from ._limits import Gate, Ticket
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
-from ._retry import RetryBudget, RetryRule
+from ._retry import RetryBudget, RetryRule, is_transient
 
 __all__ = ["FIRST_POLL_SPREAD", "Listener", "Scheduler", "Waiter"]
 
@@ -486,17 +494,29 @@ class Scheduler:
             self._drop(entry)
             return
         latest = _latest(entry)
-        rule = self._rule if not self._contacted() else _PERSISTENT
-        decision = rule.decide(
+        if _looks_like_configuration(error, contacted=self._contacted()):
+            self._fail(entry, error)  # definite: no retry cures it, fail now
+            return
+        now = self._clock()
+        decision = _PERSISTENT.decide(
             error,
             attempt=entry.failures,
             budget=self._budget,
-            now=self._clock(),
+            now=now,
             deadline=latest,
             draw=self._random(),
             at_most=max(self._rule.initial, entry.policy.delay(entry.polls)),
         )
         entry.failures += 1
+        if decision.reason == "budget":
+            # The client's retry budget is spent: slow down to the poll policy's pace,
+            # never give up before the deadline (the server may be restarting).
+            delay = max(decision.delay, entry.policy.delay(entry.polls))
+            if latest is None or now + delay < latest:
+                logger.info("poll of run %s failed (%s); retry budget spent", entry.run_id, error)
+                self._schedule(entry, now + delay)
+                return
+            decision = attrs.evolve(decision, reason="deadline")
         if decision.retry:
             logger.info(
                 "poll of run %s failed (%s); polling again in %.2f s",
@@ -572,9 +592,22 @@ class Scheduler:
         self._deadlines.clear()
 
 
-#: Once the client has had an answer from Dify, a wait retries its polls as
-#: long as its deadline and the retry budget allow.
+#: A wait retries its transient failures until its deadline; a spent retry budget slows it.
 _PERSISTENT = RetryRule(max_retries=None)
+
+
+def _looks_like_configuration(error: DifyError, *, contacted: bool) -> bool:
+    """Whether a failed poll ends its waits at once: a definite answer or a setup mistake.
+
+    Not found, a refused key, a router's 404, an unknown host or a refused TLS
+    certificate are definite. So is an answer that is not Dify's at all (a web
+    page) before Dify ever answered: the base URL is wrong. A refused connection
+    or no answer is not: the server may be starting (a compose stack comes up
+    in any order).
+    """
+    if not is_transient(error):
+        return True
+    return isinstance(error, UnexpectedResponseError) and not contacted
 
 
 def _copy(error: BaseException) -> BaseException:

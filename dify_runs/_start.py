@@ -140,7 +140,11 @@ async def _required_inputs(
         if _is_definite(error):
             raise  # a refused key will refuse the start too: do not send it
         # The form is a courtesy check: Dify still has the last word.
-        logger.info("could not read the app's input form (%s); not checking inputs", error)
+        logger.info(
+            "could not read the app's input form (%s: %s); not checking inputs",
+            type(error).__name__,
+            error,
+        )
         return ()
     form.read_at, form.required = now, _protocol.required_inputs(payload)
     return form.required

@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import math
 import os
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -42,13 +43,14 @@ from ._errors import (
     DifyConnectionError,
     DifyError,
     DifyTimeoutError,
+    RateLimitError,
     UnexpectedResponseError,
     WrongEventLoopError,
     excerpt,
     format_seconds,
 )
 from ._limits import AdaptiveLimiter, Gate, Ticket
-from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule
+from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule, retry_hint
 from ._sse import EventDecoder, ServerSentEvent
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Answer", "Transport"]
@@ -63,6 +65,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 #: Seconds an event stream may stay silent (Dify pings every 10 s) before it counts as dead.
 STREAM_READ_TIMEOUT = 60.0
+#: Seconds a request without a deadline keeps asking a server that answers 429.
+RATIONED_FOR = 60.0
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -184,6 +188,7 @@ class Transport:
         self.gate = Gate(self.limiter, self.clock, sleep)
         #: Whether Dify itself has ever answered (a record, or an error with a Dify code).
         self.contacted = False
+        self._outage = False  # connections were refused: ramp up again at the next answer
         self._headers = {"Authorization": f"Bearer {key.strip()}", "Accept": "application/json"}
         self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
         self._session = session
@@ -274,11 +279,16 @@ class Transport:
         """Our error for aiohttp's; a failure to connect names the host and the URL's origin."""
         if isinstance(exc, aiohttp.ClientConnectorError):
             reason = exc.os_error.strerror or str(exc.os_error)
-            return DifyConnectionError(
+            error = DifyConnectionError(
                 f"cannot connect to {exc.host}:{exc.port} ({reason}); the base URL "
                 f"{self.base_url} came from {self.base_url_source}"
             )
-        return DifyConnectionError(f"{type(exc).__name__}: {exc}")
+            error.definite = _looks_like_configuration(exc)
+            error.sent = False
+            return error
+        error = DifyConnectionError(f"{type(exc).__name__}: {exc}")
+        error.definite = isinstance(exc, aiohttp.ClientSSLError)
+        return error
 
     # -- one exchange ------------------------------------------------------------------
 
@@ -353,6 +363,9 @@ class Transport:
                     if measure:
                         rtt = self.clock() - ticket.started
                     overloaded = status in THROTTLE_STATUSES
+                    if self._outage:
+                        self._outage = False
+                        self.limiter.restart()
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("%s %s -> HTTP %d", method, url.path, status)
                     return Answer(status, response.headers, body)
@@ -362,7 +375,10 @@ class Transport:
             overloaded = not cut
             raise DifyTimeoutError(f"no answer within {format_seconds(seconds)} s") from exc
         except aiohttp.ClientError as exc:
-            raise self.connection_error(exc) from exc
+            error = self.connection_error(exc)
+            if not (error.sent or error.definite):
+                self._outage = True
+            raise error from exc
         finally:
             self.gate.release(ticket, rtt=None if overloaded else rtt, overloaded=overloaded)
         raise UnexpectedResponseError(
@@ -466,7 +482,8 @@ class Transport:
         url = self.url(path)
         if query:
             url = url.with_query(query)
-        attempt = 0
+        attempt = rationed = 0
+        rationed_since: float | None = None
         while True:
             ticket = self.gate.try_acquire() or await self.gate.acquire()
             time_limit = None if deadline is None else max(0.0, deadline - self.clock())
@@ -481,6 +498,20 @@ class Transport:
                     consume=consume,
                 )
                 return self.answered(answer, read)
+            except RateLimitError as error:
+                # 429 means "not yet" from a server that rations requests: wait for its
+                # hint (and the gate's pace) and ask again, spending no retry, within
+                # the deadline or RATIONED_FOR seconds.
+                now = self.clock()
+                rationed_since = now if rationed_since is None else rationed_since
+                end = rationed_since + RATIONED_FOR if deadline is None else deadline
+                delay = max(retry_hint(error), self.rule.backoff(rationed, self.random()))
+                if now + delay >= end:
+                    raise
+                rationed += 1
+                logger.info("%s %s: HTTP 429, asking again in %.2f s", method, path, delay)
+                await self.sleep(delay)
+                continue
             except DifyError as error:
                 decision = self.rule.decide(
                     error,
@@ -594,11 +625,21 @@ class Transport:
             yield event
 
 
+def _looks_like_configuration(exc: aiohttp.ClientConnectorError) -> bool:
+    """An unknown host name or a refused TLS certificate: a setup mistake, not an outage.
+
+    A refused connection is not one (the server may be restarting), nor is a
+    name lookup that failed for now (``EAI_AGAIN``: the resolver may come back).
+    """
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+        return True
+    cause = exc.os_error
+    return isinstance(cause, socket.gaierror) and cause.errno != socket.EAI_AGAIN
+
+
 def _never_sent(error: DifyError) -> bool:
     """Whether the request failed before reaching any server (it could not connect)."""
-    return isinstance(error, DifyConnectionError) and isinstance(
-        error.__cause__, aiohttp.ClientConnectorError
-    )
+    return isinstance(error, DifyConnectionError) and not error.sent
 
 
 def describe(error: DifyError) -> str:

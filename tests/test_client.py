@@ -197,11 +197,10 @@ async def test_transient_faults_are_retried(
     ("fault", "error"),
     [
         (Fault.error(503, html=True), ServerError),
-        (Fault.rate_limit(), RateLimitError),
         (Fault.reset(), DifyConnectionError),
         (Fault.invalid_json(), UnexpectedResponseError),
     ],
-    ids=["503", "429", "reset", "invalid-json"],
+    ids=["503", "reset", "invalid-json"],
 )
 async def test_retries_run_out(
     fault: Fault, error: type[DifyError], fake: FakeDify, make_client: MakeClient
@@ -256,10 +255,25 @@ async def test_retry_after_is_honoured(fake: FakeDify, make_client: MakeClient) 
 
 async def test_retry_after_is_capped(fake: FakeDify, make_client: MakeClient) -> None:
     """A Retry-After beyond the cap waits the cap, not an hour."""
-    fake.inject(Fault.rate_limit(retry_after=3600), times=1)
+    fake.inject(Fault.error(503, retry_after=3600), times=1)
     sleeps = Sleeps()
     await make_client(fake, sleep=sleeps, clock=sleeps.now).get_run(fake.add_run())
     assert sleeps.delays == [60.0]
+
+
+async def test_429_means_not_yet(fake: FakeDify, make_client: MakeClient) -> None:
+    """A lookup answered 429 asks again after the hint, spending no retry, for up to a minute."""
+    fake.inject(Fault.rate_limit(retry_after=1), times=5)
+    sleeps = Sleeps()
+    client = make_client(fake, sleep=sleeps, clock=sleeps.now, max_retries=1)
+    run = await client.get_run(fake.add_run())
+    assert run.id
+    assert len(sleeps.delays) == 5
+    assert all(delay >= 1.0 for delay in sleeps.delays)
+    fake.inject(Fault.rate_limit(retry_after=20))
+    with pytest.raises(RateLimitError):
+        await client.get_run(fake.add_run())
+    assert sum(sleeps.delays[5:]) <= 60.0  # asked again for a minute, then gave up
 
 
 async def test_rate_limit_lowers_client_rate(fake: FakeDify, make_client: MakeClient) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from dify_runs import (
     AuthenticationError,
@@ -20,9 +21,13 @@ from dify_runs import (
     UnexpectedResponseError,
     converter,
 )
+from dify_runs._listings import read_rows
 from dify_runs._logs_protocol import log_query, parse_log_page
+from dify_runs._transport import Answer
 from dify_runs.testing import FakeDify, Fault, VirtualClock
 from tests.fake_thread import fake_dify_thread
+
+from .conftest import Serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -253,3 +258,228 @@ def test_blocking_list_runs() -> None:
             assert {summary.id for summary in listing} == ids
         with pytest.raises(ConfigurationError):
             client.list_runs(page_size=500)
+
+
+# -- every run exactly once, whatever order the server gives within a second -------------
+
+
+def add_runs(
+    fake: FakeDify, vclock: VirtualClock, per_second: list[int], **script: Any
+) -> list[str]:
+    """Add ``per_second[i]`` finished runs in the i-th of consecutive seconds (the clock stays
+    in the last one) and return their ids."""
+    ids: list[str] = []
+    for index, count in enumerate(per_second):
+        if index:
+            vclock.advance(1)
+        ids += [fake.add_run(duration=0, **script) for _ in range(count)]
+    return ids
+
+
+def assert_once(listed: list[str], expected: list[str]) -> None:
+    """Every expected run was listed, and no run was listed twice."""
+    twice = sorted({run_id for run_id in listed if listed.count(run_id) > 1})
+    missing = set(expected) - set(listed)
+    assert not twice, f"{len(twice)} runs listed twice"
+    assert not missing, f"{len(missing)} of {len(expected)} runs not listed"
+
+
+@pytest.mark.parametrize("version", ["1.0.1", "1.14.2"])
+async def test_shuffled_seconds_list_every_run_once(
+    version: str, vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """250 runs over 5 s, 7 per page, shuffled within each second: 250 of 250, once, <= 10 GETs."""
+    async with FakeDify(version=version, clock=vclock.now, sleep=vclock.sleep) as fake:
+        ids = add_runs(fake, vclock, [50] * 5)
+        vclock.advance(1)
+        client = make_client(fake, clock=vclock.now, sleep=vclock.sleep)
+        listed = [summary.id for summary in await collect(client.list_runs(page_size=7))]
+        assert_once(listed, ids)
+        assert len(listed) == 250
+        assert fake.count(route="logs") <= 10  # two a second at most (the issue allowed 200)
+
+
+@pytest.mark.parametrize("stable", [False, True], ids=["shuffled", "stable"])
+@pytest.mark.parametrize("crowd", [150, 250])
+async def test_a_crowded_second_is_listed_whole(
+    crowd: int, stable: bool, vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """More runs in one second than a page holds (100): every one, once, in a few requests."""
+    fake = FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep, stable_log_order=stable)
+    async with fake:
+        ids = add_runs(fake, vclock, [crowd])
+        client = make_client(fake, clock=vclock.now, sleep=vclock.sleep)
+        listed = [summary.id for summary in await collect(client.list_runs(page_size=100))]
+        assert_once(listed, ids)
+        # stable: one request per 100 rows and one finding nothing older; shuffled: a few more.
+        assert fake.count(route="logs") <= (crowd // 100 + 2 if stable else 25)
+
+
+@pytest.mark.parametrize("stable", [False, True], ids=["shuffled", "stable"])
+@pytest.mark.parametrize("gap", [0, 1], ids=["same-second", "later-second"])
+async def test_runs_started_while_listing_leave_older_runs_listed_once(
+    gap: int, stable: bool, vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """New runs pushing rows down the pages between requests: every older run, exactly once."""
+    fake = FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep, stable_log_order=stable)
+    async with fake:
+        older = add_runs(fake, vclock, [3] * 20 + [30] + [3] * 19)
+        vclock.advance(gap)  # 0: the new runs share the newest older runs' second
+        client = make_client(fake, clock=vclock.now, sleep=vclock.sleep)
+        listed: list[str] = []
+        added: list[str] = []
+        async for summary in client.list_runs(page_size=7):
+            listed.append(summary.id)
+            if len(listed) % 5 == 0:  # bursts between the requests, pushing rows down
+                added += [fake.add_run(duration=0) for _ in range(4)]
+        assert_once(listed, older)
+        assert set(listed) <= set(older) | set(added)
+        assert len(added) >= 80
+        assert fake.count(route="logs") <= 40
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"status": "failed"},
+        {"user": "ann"},
+        {"keyword": "needle"},
+        {"created_after": 1, "created_before": 3},
+    ],
+    ids=["status", "user", "keyword", "dates"],
+)
+async def test_filters_hold_in_crowded_seconds(
+    options: dict[str, Any], logs_fake: FakeDify, vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """The caller's filters stay on every request, catch-ups of one second included."""
+    start = vclock.now()
+    wanted: list[str] = []
+    for second in range(5):
+        for index in range(40):
+            pick = index % 2 == 0
+            dated = "created_after" not in options or 1 <= second <= 3
+            run_id = logs_fake.add_run(
+                duration=0,
+                status="failed" if pick else "succeeded",
+                user="ann" if pick else "bob",
+                inputs={"q": "needle" if pick else "hay"},
+            )
+            if dated and (pick or "created_after" in options):
+                wanted.append(run_id)
+        vclock.advance(1)
+    if "created_after" in options:
+        for name in ("created_after", "created_before"):
+            options[name] = datetime.fromtimestamp(start + options[name], tz=timezone.utc)
+    client = make_client(logs_fake, clock=vclock.now, sleep=vclock.sleep)
+    listed = [summary.id for summary in await collect(client.list_runs(page_size=7, **options))]
+    assert_once(listed, wanted)
+    assert set(listed) == set(wanted)
+
+
+async def test_listing_goes_newest_second_first(
+    logs_fake: FakeDify, vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """Seconds come newest first even when one is split across pages."""
+    add_runs(logs_fake, vclock, [9, 9, 9, 9])
+    client = make_client(logs_fake, clock=vclock.now, sleep=vclock.sleep)
+    stamps = [summary.created_at for summary in await collect(client.list_runs(page_size=4))]
+    assert len(stamps) == 36
+    assert stamps == sorted(stamps, reverse=True)
+
+
+async def test_a_server_that_never_shows_its_total_raises(
+    serve: Serve, make_client: MakeClient
+) -> None:
+    """A second whose total never shows up in distinct rows ends in UnexpectedResponseError."""
+    body = recorded_page("1.14.2")
+    for row in body["data"]:
+        row["created_at"] = body["data"][0]["created_at"]
+    requests = 0
+
+    async def logs(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        if requests > 500:  # an end for a client that never gives up
+            return web.json_response({**body, "data": [], "total": 0, "has_more": False})
+        return web.json_response({**body, "total": 300, "has_more": True})
+
+    base_url = await serve(logs)
+    client = DifyClient("app-test", base_url=base_url, rate_limit=None)
+    try:
+        with pytest.raises(UnexpectedResponseError, match="holds 300 rows"):
+            await collect(client.list_runs(page_size=5))
+    finally:
+        await client.close()
+    assert requests <= 100
+
+
+async def test_a_server_that_ignores_the_dates_raises(
+    serve: Serve, make_client: MakeClient
+) -> None:
+    """Rows newer than the created_at__before asked for end in UnexpectedResponseError."""
+    body = recorded_page("1.14.2")
+    requests = 0
+
+    async def logs(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        if requests > 500:  # an end for a client that never gives up
+            return web.json_response({**body, "data": [], "total": 0, "has_more": False})
+        return web.json_response({**body, "total": 300, "has_more": True})
+
+    base_url = await serve(logs)
+    client = DifyClient("app-test", base_url=base_url, rate_limit=None)
+    try:
+        with pytest.raises(UnexpectedResponseError, match="date filters were not applied"):
+            await collect(client.list_runs(page_size=5))
+    finally:
+        await client.close()
+    assert requests == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("total", None, "$.total"),
+        ("total", -1, "$.total"),
+        ("created_at", "2026-11-29T01:02:03Z", "$.data[2].created_at"),
+        ("created_at", True, "$.data[2].created_at"),
+    ],
+    ids=["no-total", "negative-total", "date-string", "date-bool"],
+)
+def test_a_page_the_walk_cannot_place_is_refused(field: str, value: Any, problem: str) -> None:
+    """A page without a total or with a row not dated in Unix seconds names the field."""
+    body = recorded_page("1.14.2")
+    if field == "total":
+        body["total"] = value
+    else:
+        body["data"][2]["created_at"] = value
+    answer = Answer(status=200, headers={}, body=json.dumps(body).encode())
+    with pytest.raises(UnexpectedResponseError) as info:
+        read_rows(answer)
+    assert any(problem in text for text in info.value.problems)
+
+
+def test_rows_carry_their_own_dates() -> None:
+    """Each row's date is the log row's (1.0.1 writes it when the run ended), with the total."""
+    body = recorded_page("1.0.1")
+    rows = read_rows(Answer(status=200, headers={}, body=json.dumps(body).encode()))
+    assert rows.stamps == [row["created_at"] for row in body["data"]]
+    assert rows.total == body["total"]
+    assert [run.id for run in rows.runs] == [row["workflow_run"]["id"] for row in body["data"]]
+
+
+async def test_the_walk_stops_at_created_after(
+    vclock: VirtualClock, make_client: MakeClient
+) -> None:
+    """Once the caller's oldest second is read, nothing older is asked for."""
+    fake = FakeDify(version="1.14.2", clock=vclock.now, sleep=vclock.sleep, stable_log_order=True)
+    async with fake:
+        add_runs(fake, vclock, [3])
+        vclock.advance(1)
+        since = datetime.fromtimestamp(vclock.now(), tz=timezone.utc)
+        ids = add_runs(fake, vclock, [250])
+        client = make_client(fake, clock=vclock.now, sleep=vclock.sleep)
+        listed = [s.id for s in await collect(client.list_runs(created_after=since))]
+        assert_once(listed, ids)
+        assert fake.count(route="logs") == 3  # pages 1, 2 and 3 of the second: 100, 100, 50

@@ -167,14 +167,25 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_a_wait_on_a_server_never_reached_fails_at_once(vclock: VirtualClock) -> None:
-    """Before any answer from Dify, a wait whose lookups cannot connect raises, not waits 900 s."""
+async def test_a_wait_on_a_server_not_up_yet_waits_for_it(vclock: VirtualClock) -> None:
+    """A refused connection may be a server starting: a wait retries until its deadline."""
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    async with DifyClient("app-x", base_url=url, clock=vclock.now, sleep=vclock.sleep) as client:
+    async with DifyClient("app-x", base_url=url) as client:
         start = vclock.now()
-        with pytest.raises(DifyConnectionError, match="cannot connect"):
-            await wait_for_run(client, "00000000-0000-4000-8000-000000000000")
-        assert vclock.now() - start < 30  # its retries, not its 900 s deadline
+        with pytest.raises(WaitTimeoutError) as info:
+            await wait_for_run(client, "00000000-0000-4000-8000-000000000000", timeout=60)
+        assert 50 <= vclock.now() - start <= 60  # it tried until no retry fitted before it
+        assert isinstance(info.value.last_error, DifyConnectionError)
+
+
+async def test_a_wait_on_an_unknown_host_fails_at_once(vclock: VirtualClock) -> None:
+    """An unknown host name is a setup mistake: the wait fails at once, without retrying."""
+    async with DifyClient("app-x", base_url="https://nonexistent.invalid/v1") as client:
+        start = vclock.now()
+        with pytest.raises(DifyConnectionError) as info:
+            await wait_for_run(client, "00000000-0000-4000-8000-000000000000", timeout=60)
+        assert info.value.definite
+        assert vclock.now() - start < 1
 
 
 async def test_after_contact_a_wait_rides_out_connection_trouble(

@@ -33,7 +33,7 @@ class Fault:
             ``invalid_json``, ``stall``, ``latency``.
         status: HTTP status for ``status`` and ``rate_limit``.
         html: Answer with an HTML page (as a proxy does) instead of Dify's JSON.
-        retry_after: ``Retry-After`` value to send with ``rate_limit``.
+        retry_after: ``Retry-After`` value to send with ``rate_limit`` or ``status``.
         seconds: Seconds (of the fake's clock: its ``sleep``) for ``stall`` and ``latency``.
     """
 
@@ -44,9 +44,16 @@ class Fault:
     seconds: float = 0.0
 
     @classmethod
-    def error(cls, status: int = 500, *, html: bool = False) -> Fault:
-        """An error answer: Dify's JSON body, or a proxy's HTML page with ``html=True``."""
-        return cls(kind="status", status=status, html=html)
+    def error(
+        cls, status: int = 500, *, html: bool = False, retry_after: float | str | None = None
+    ) -> Fault:
+        """An error answer: Dify's JSON body, or a proxy's HTML page with ``html=True``.
+
+        ``retry_after`` adds a ``Retry-After`` header (seconds, or an HTTP date),
+        as proxies send with 503.
+        """
+        value = None if retry_after is None else str(retry_after)
+        return cls(kind="status", status=status, html=html, retry_after=value)
 
     @classmethod
     def rate_limit(cls, retry_after: float | str | None = None) -> Fault:
@@ -60,9 +67,12 @@ class Fault:
         return cls(kind="reset")
 
     @classmethod
-    def truncate(cls) -> Fault:
-        """Announce a full body, send half of it, and close the connection."""
-        return cls(kind="truncate")
+    def truncate(cls, status: int = 200) -> Fault:
+        """Announce a full body, send part of it, and close the connection.
+
+        With an error ``status`` (a proxy's 502, say) the cut body is an HTML page's.
+        """
+        return cls(kind="truncate", status=status)
 
     @classmethod
     def invalid_json(cls) -> Fault:
@@ -182,10 +192,14 @@ async def _answer_with(
         return response
     if fault.kind == "status":
         if fault.html:
-            return proxy_page(fault.status, "Bad Gateway")
-        if fault.status >= 500:
-            return error_answer(quirks, fault.status, "unknown", "Internal Server Error")
-        return error_answer(quirks, fault.status, "invalid_param", "Injected error.")
+            answer = proxy_page(fault.status, "Bad Gateway")
+        elif fault.status >= 500:
+            answer = error_answer(quirks, fault.status, "unknown", "Internal Server Error")
+        else:
+            answer = error_answer(quirks, fault.status, "invalid_param", "Injected error.")
+        if fault.retry_after is not None:
+            answer.headers["Retry-After"] = fault.retry_after
+        return answer
     if fault.kind == "invalid_json":
         return web.Response(body=b'{"id": "not json', status=200, content_type="application/json")
     request[CUT] = True
@@ -194,10 +208,12 @@ async def _answer_with(
             request.transport.abort()
         return web.Response(status=500)
     # truncate: promise 400 bytes, send 20, cut the connection.
-    cut = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    error = fault.status >= 300
+    kind = "text/html" if error else "application/json"
+    cut = web.StreamResponse(status=fault.status, headers={"Content-Type": kind})
     cut.content_length = 400
     await cut.prepare(request)
-    await cut.write(b'{"id": "cut off here')
+    await cut.write(b"<html><head><title>50" if error else b'{"id": "cut off here')
     if request.transport is not None:
         request.transport.abort()
     return cut
