@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from dify_runs import DifyClient, RunSummary
-from dify_runs._protocol import LogPage, log_date, log_query, parse_log_page
+from dify_runs._logs_protocol import LogPage, log_date, log_query, parse_log_page
 from dify_runs._transport import Answer, Transport
 from dify_runs.testing import FakeDify
 

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from . import _forms, _listings, _lookups, _protocol, _start, _wait
+from . import _forms, _listings, _logs_protocol, _lookups, _protocol, _start, _wait
 from ._errors import ConfigurationError, DifyError
 from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
 from ._models import HumanInputForm, RunStatus, RunSummary, StartedRun, WorkflowRun
@@ -298,7 +298,7 @@ class DifyClient:
                 outside the dates asked for, or a second whose rows never all
                 showed (the server changed them faster than they could be read).
         """
-        query = _protocol.log_query(
+        query = _logs_protocol.log_query(
             status=status,
             user=user,
             created_after=created_after,

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import orjson
 
-from . import _protocol
+from . import _forms_protocol, _protocol
 from ._errors import (
     BadRequestError,
     ConfigurationError,
@@ -117,7 +117,7 @@ async def pending_forms(
     for token, (node_id, node_title) in announced.items():
         try:
             form = await transport.request(
-                "GET", _protocol.form_path(token), _form_reader(token), measure=False
+                "GET", _forms_protocol.form_path(token), _form_reader(token), measure=False
             )
         except (FormExpiredError, FormAlreadySubmittedError):
             continue  # no longer waiting for an answer
@@ -135,7 +135,7 @@ async def pending_forms(
 
 def _form_reader(token: str) -> Any:
     def read(answer: Answer) -> HumanInputForm:
-        return _protocol.parse_form(answer.status, answer.headers, answer.body, token=token)
+        return _forms_protocol.parse_form(answer.status, answer.headers, answer.body, token=token)
 
     return read
 
@@ -156,7 +156,7 @@ async def _announced_forms(
                     payload = orjson.loads(event.data)
                 except ValueError:
                     continue
-                for form in _protocol.forms_from_event(payload):
+                for form in _forms_protocol.forms_from_event(payload):
                     found.setdefault(form.token, (form.node_id, form.node_title))
                 kind = payload.get("event") if isinstance(payload, dict) else None
                 if kind in {"workflow_paused", "workflow_finished"}:
@@ -187,7 +187,7 @@ async def submit_form(
     starter: str | None,
 ) -> None:
     """Carry out ``DifyClient.submit_form`` (see there); ``starter``: who started the run."""
-    path = _protocol.form_path(token)
+    path = _forms_protocol.form_path(token)
     known = book.forms.get(token)
     if known is not None:
         offered = [choice.id for choice in known[1].actions]
@@ -203,7 +203,7 @@ async def submit_form(
         raise ConfigurationError(
             "user is required: pass user= (any end user of the app may answer a form)"
         )
-    body = _protocol.form_submission(action=action, user=who, inputs=inputs)
+    body = _forms_protocol.form_submission(action=action, user=who, inputs=inputs)
     try:
         await transport.request(
             "POST",
@@ -224,4 +224,4 @@ async def submit_form(
 
 
 def _accepted(answer: Answer) -> None:
-    _protocol.parse_submission(answer.status, answer.headers, answer.body)
+    _forms_protocol.parse_submission(answer.status, answer.headers, answer.body)

@@ -30,8 +30,9 @@ from datetime import datetime, timezone
 import attrs
 
 from ._errors import UnexpectedResponseError, excerpt
+from ._logs_protocol import MAX_PAGE_SIZE, log_date, parse_log_page
 from ._models import RunSummary
-from ._protocol import MAX_PAGE_SIZE, decode_json, log_date, parse_log_page
+from ._protocol import decode_json
 from ._transport import Answer, Transport
 
 __all__ = ["MAX_PASSES", "Rows", "list_runs", "read_rows"]

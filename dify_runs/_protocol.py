@@ -1,7 +1,10 @@
 """The pure core: request paths in, ``(status, headers, body)`` out to a record or an error.
 
 Nothing here does I/O, so every rule about what Dify sends is tested without a
-server; the aiohttp layer in ``_client.py`` only moves bytes.
+server; the aiohttp layer in ``_client.py`` only moves bytes. This module reads
+run records and errors; the workflow logs are read in ``_logs_protocol.py`` and
+Human Input forms in ``_forms_protocol.py``, both on top of :func:`api_error`
+and :func:`decode_json` from here.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import attrs
 import cattrs
 import orjson
 
-from ._convert import converter, problems
+from ._convert import converter
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -36,29 +38,18 @@ from ._errors import (
     UnexpectedResponseError,
     excerpt,
 )
-from ._models import HumanInputForm, RunStatus, RunSummary, StartedRun, WorkflowRun
+from ._models import StartedRun, WorkflowRun
 
 __all__ = [
     "DEFAULT_BASE_URL",
-    "LOG_STATUSES",
     "NOT_AN_API_ROUTE",
-    "LogPage",
     "api_error",
     "canonical_run_id",
     "decode_json",
     "error_for",
-    "form_path",
-    "form_submission",
-    "forms_from_answer",
-    "forms_from_event",
-    "log_date",
-    "log_query",
     "normalize_base_url",
-    "parse_form",
-    "parse_log_page",
     "parse_retry_after",
     "parse_run",
-    "parse_submission",
     "required_inputs",
     "run_path",
     "started_run",
@@ -329,297 +320,3 @@ def required_inputs(payload: Any) -> tuple[str, ...]:
             if isinstance(variable, str) and variable:
                 names.append(variable)
     return tuple(names)
-
-
-# -- the workflow logs (GET workflows/logs) ---------------------------------------------
-
-#: The statuses the workflow logs can filter on (Dify answers 400 to any other).
-LOG_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.STOPPED})
-#: Most rows Dify sends in one page.
-MAX_PAGE_SIZE = 100
-
-
-def log_date(moment: datetime, name: str = "date") -> str:
-    """A datetime as the logs' date filters take it: ISO 8601 in UTC, whole seconds.
-
-    A naive datetime is taken as UTC.
-
-    Raises:
-        ConfigurationError: ``moment`` is not a datetime.
-    """
-    if not isinstance(moment, datetime):
-        raise ConfigurationError(f"{name} must be a datetime, got {type(moment).__name__}")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    # Dify compares whole seconds, both ends inclusive: the fraction would change nothing.
-    whole = moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
-    return whole.isoformat() + "Z"
-
-
-def log_query(
-    *,
-    status: RunStatus | str | None = None,
-    user: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    keyword: str | None = None,
-    page_size: int = MAX_PAGE_SIZE,
-) -> dict[str, str]:
-    """Check ``list_runs``'s filters and return the query of ``GET workflows/logs`` (no page).
-
-    Raises:
-        ConfigurationError: A filter Dify would refuse, or of the wrong type.
-    """
-    if isinstance(page_size, bool) or not isinstance(page_size, int):
-        raise ConfigurationError(f"page_size must be an int, got {type(page_size).__name__}")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ConfigurationError(f"page_size must be 1 to {MAX_PAGE_SIZE}, got {page_size}")
-    query = {"limit": str(page_size)}
-    if status is not None:
-        if not isinstance(status, str) or status not in LOG_STATUSES:
-            allowed = ", ".join(sorted(s.value for s in LOG_STATUSES))
-            raise ConfigurationError(
-                f"status must be one of {allowed} (the logs filter on no other), got {status!r}"
-            )
-        query["status"] = RunStatus(status).value
-    for name, text in (("user", user), ("keyword", keyword)):
-        if text is not None and (not isinstance(text, str) or not text):
-            raise ConfigurationError(f"{name} must be a non-empty string or None, got {text!r}")
-    if user is not None:
-        query["created_by_end_user_session_id"] = user
-    if keyword is not None:
-        query["keyword"] = keyword
-    if created_after is not None:
-        query["created_at__after"] = log_date(created_after, "created_after")
-    if created_before is not None:
-        query["created_at__before"] = log_date(created_before, "created_before")
-    # The same ISO format on both sides: comparing the strings compares the moments.
-    if query.get("created_at__after", "") > query.get("created_at__before", "~"):
-        raise ConfigurationError("created_after is later than created_before")
-    return query
-
-
-@attrs.frozen
-class LogPage:
-    """One page of the workflow logs.
-
-    Attributes:
-        runs: The rows, newest first.
-        has_more: Dify says more pages follow.
-        newest: The newest row's ``created_at`` (the log row's, in Unix
-            seconds, what the date filters compare), or None for an empty page.
-    """
-
-    runs: list[RunSummary]
-    has_more: bool
-    newest: int | None
-
-
-def parse_log_page(status: int, headers: Mapping[str, str], body: bytes) -> LogPage:
-    """Turn an answer to ``GET workflows/logs`` into a :class:`LogPage`.
-
-    Raises:
-        DifyAPIError: A non-2xx answer, as the subclass for its status.
-        UnexpectedResponseError: A 2xx answer that is not a page of rows;
-            ``problems`` name the fields (``$.data[3].status``).
-    """
-    if not 200 <= status < 300:
-        raise api_error(status, headers, body)
-    payload = decode_json(status, body)
-    rows = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(rows, list):
-        raise UnexpectedResponseError(
-            "answer is not a page of workflow logs (no data list)",
-            status=status,
-            body=excerpt(body),
-        )
-    try:
-        runs = converter.structure(rows, list[RunSummary])
-    except cattrs.BaseValidationError as exc:
-        raise UnexpectedResponseError(
-            "answer holds a workflow-log row that is not valid",
-            status=status,
-            problems=cattrs.transform_error(exc, path="$.data"),
-            body=excerpt(body),
-        ) from None
-    stamps = [
-        row["created_at"]
-        for row in rows
-        if isinstance(row.get("created_at"), int) and not isinstance(row["created_at"], bool)
-    ]
-    return LogPage(
-        runs=runs,
-        has_more=payload.get("has_more") is True,
-        newest=max(stamps) if stamps else None,
-    )
-
-
-# -- Human Input forms (Dify 1.14 and newer) ----------------------------------------------
-
-#: What a form token looks like: Dify's are 22 letters and digits (``nawAKmfaXDrLC6XR4xbzmj``).
-_FORM_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
-#: The ``TYPE`` of a pause reason that asks a person (``reasons[].TYPE``).
-HUMAN_INPUT_REASON = "human_input_required"
-
-
-def form_path(token: str) -> str:
-    """Return the relative path of a form (``form/human_input/<token>``), for GET and POST.
-
-    Raises:
-        InvalidIdError: ``token`` is not a string of letters, digits, ``-`` and
-            ``_`` (it could reach another route): nothing may be sent.
-    """
-    if not isinstance(token, str) or not _FORM_TOKEN.fullmatch(token):
-        shown = repr(token[:80]) if isinstance(token, str) else type(token).__name__
-        raise InvalidIdError(f"not a form token: {shown}")
-    return f"form/human_input/{token}"
-
-
-def form_submission(
-    *, action: str, user: str, inputs: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Build the JSON body that answers a form (``POST form/human_input/{token}``).
-
-    Args:
-        action: The ``id`` of the chosen :class:`~dify_runs.FormAction`.
-        user: Who answers (any end user of the app may answer any of its forms).
-        inputs: A value for each of the form's inputs, by name; Dify refuses an
-            answer missing one (``BadRequestError``, ``invalid_form_data``).
-
-    Raises:
-        ConfigurationError: An empty or non-string ``action`` or ``user``, or
-            ``inputs`` that is not a mapping with string keys (Dify would
-            answer 400 ``invalid_param``): nothing may be sent.
-    """
-    for name, value in (("action", action), ("user", user)):
-        if not isinstance(value, str) or not value:
-            raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
-    if inputs is None:
-        inputs = {}
-    if not isinstance(inputs, Mapping) or not all(isinstance(key, str) for key in inputs):
-        raise ConfigurationError(
-            f"inputs must be a mapping of input names to values, got {type(inputs).__name__}"
-        )
-    return {"inputs": dict(inputs), "action": action, "user": user}
-
-
-def parse_submission(status: int, headers: Mapping[str, str], body: bytes) -> None:
-    """Check the answer to ``POST form/human_input/{token}``: a 2xx (Dify's ``{}``) is accepted.
-
-    Raises:
-        FormAlreadySubmittedError: 412, someone answered first; FormExpiredError: 412, too late.
-        BadRequestError: 400 ``invalid_form_data`` (an unknown action, a missing input).
-        DifyAPIError: Any other non-2xx answer, as the subclass for its status.
-    """
-    if not 200 <= status < 300:
-        raise api_error(status, headers, body)
-
-
-def _form(payload: Any, *, path: str, status: int, body: str) -> HumanInputForm:
-    """One form read by the converter; a wrong shape is an error naming the fields."""
-    try:
-        return converter.structure(payload, HumanInputForm)
-    except cattrs.BaseValidationError as exc:
-        found = problems(exc, path)
-        if isinstance(payload, dict) and "actions" not in payload:  # the form's GET
-            found = [line.replace(f"@ {path}.actions", f"@ {path}.user_actions") for line in found]
-        raise UnexpectedResponseError(
-            "answer holds a Human Input form that is not valid",
-            status=status,
-            problems=found,
-            body=body,
-        ) from None
-
-
-def parse_form(
-    status: int, headers: Mapping[str, str], body: bytes, *, token: str
-) -> HumanInputForm:
-    """Turn an answer to ``GET form/human_input/{token}`` into a :class:`~dify_runs.HumanInputForm`.
-
-    The GET names neither the token (``token`` is the one asked for) nor the
-    node (``node_id`` and ``node_title`` are None).
-
-    Raises:
-        FormExpiredError: 412 ``human_input_form_expired``.
-        FormAlreadySubmittedError: 412 ``human_input_form_submitted``.
-        DifyAPIError: Any other non-2xx answer, as the subclass for its status
-            (a 404 for a token of no form of this app is a ``RunNotFoundError``).
-        UnexpectedResponseError: A 2xx answer that is not a form; ``problems``
-            name the fields (``$.user_actions[0].id``).
-    """
-    if not 200 <= status < 300:
-        raise api_error(status, headers, body)
-    payload = decode_json(status, body)
-    form = {**payload, "form_token": token} if isinstance(payload, dict) else payload
-    return _form(form, path="$", status=status, body=excerpt(body))
-
-
-def _announced(items: Any, path: str, payload: Any) -> tuple[HumanInputForm, ...]:
-    """The forms of the reasons ``items`` (a list at ``path``, or one event's ``$.data``).
-
-    Reasons that ask no person, and forms without a token (delivered some other
-    way, by e-mail: the API cannot answer them), are left out.
-    """
-    body = excerpt(json.dumps(payload, default=str))
-
-    def shape(expected: str, where: str) -> UnexpectedResponseError:
-        problem = f"expected {expected} @ {where}"
-        return UnexpectedResponseError(
-            "pause reasons are not the expected shape", status=200, problems=[problem], body=body
-        )
-
-    if path == "$.data":
-        found = [(path, items)]
-    elif items is None:
-        return ()
-    elif not isinstance(items, list):
-        raise shape("a list", path)
-    else:
-        found = [(f"{path}[{index}]", item) for index, item in enumerate(items)]
-    forms: list[HumanInputForm] = []
-    for where, item in found:
-        if not isinstance(item, dict):
-            raise shape("an object", where)
-        if item.get("TYPE", HUMAN_INPUT_REASON) == HUMAN_INPUT_REASON and item.get("form_token"):
-            forms.append(_form(item, path=where, status=200, body=body))
-    return tuple(forms)
-
-
-def forms_from_answer(payload: Any) -> tuple[HumanInputForm, ...]:
-    """Read the forms a run waits on from a decoded blocking ``POST workflows/run`` answer.
-
-    Dify 1.14 answers a run that paused with one ``data.reasons[]`` item per
-    Human Input node waiting, each a form as rendered for this run; a run that
-    did not pause has none (an empty tuple).
-
-    Raises:
-        UnexpectedResponseError: A reason is not the expected shape; ``problems``
-            name the fields (``$.data.reasons[0].expiration_time``).
-    """
-    data = payload.get("data") if isinstance(payload, dict) else None
-    reasons = data.get("reasons") if isinstance(data, dict) else None
-    return _announced(reasons, "$.data.reasons", payload)
-
-
-def forms_from_event(payload: Any) -> tuple[HumanInputForm, ...]:
-    """Read the forms one decoded event announces (of a start's stream or the run event stream).
-
-    ``human_input_required`` announces one form in its ``data``,
-    ``workflow_paused`` every waiting one in ``data.reasons``; other events
-    none. Replaying a paused run's state (``include_state_snapshot=true``),
-    Dify sends the node's template as ``content``: the form's GET renders it.
-
-    Raises:
-        UnexpectedResponseError: A form is not the expected shape; ``problems``
-            name the fields (``$.data.form_token``).
-    """
-    if not isinstance(payload, dict):
-        return ()
-    event, data = payload.get("event"), payload.get("data")
-    if event == HUMAN_INPUT_REASON:
-        return _announced(data, "$.data", payload)
-    if event == "workflow_paused":
-        return _announced(
-            data.get("reasons") if isinstance(data, dict) else None, "$.data.reasons", payload
-        )
-    return ()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from dify_runs import _protocol as protocol
+from dify_runs import _forms_protocol as protocol
 from dify_runs.testing import FakeDify, HumanInputNode, VirtualClock
 
 from .test_forms_sim import (

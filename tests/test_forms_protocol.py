@@ -26,7 +26,8 @@ from dify_runs import (
     UnexpectedResponseError,
     converter,
 )
-from dify_runs import _protocol as protocol
+from dify_runs import _forms_protocol as protocol
+from dify_runs._protocol import api_error
 
 DATA = Path(__file__).parent / "data" / "hitl"
 
@@ -379,7 +380,7 @@ def test_submitted_twice_is_form_already_submitted() -> None:
     """The recorded 412 human_input_form_submitted is a FormAlreadySubmittedError."""
     recorded = recording("form-submitted-twice")
     body = json.dumps(recorded["body"]).encode()
-    error = protocol.api_error(412, recorded["headers"], body)
+    error = api_error(412, recorded["headers"], body)
     assert type(error) is FormAlreadySubmittedError
     assert isinstance(error, DifyAPIError)
     assert (error.status, error.code) == (412, "human_input_form_submitted")
@@ -391,7 +392,7 @@ def test_expired_is_form_expired() -> None:
     """A 412 human_input_form_expired (Dify's FormExpiredError text) is a FormExpiredError."""
     message = "This form has expired, form_id=01a2429a-6df1-720f-b1b6-66e2b9550b39"
     body = json.dumps({"code": "human_input_form_expired", "message": message, "status": 412})
-    error = protocol.api_error(412, {}, body.encode())
+    error = api_error(412, {}, body.encode())
     assert type(error) is FormExpiredError
     assert isinstance(error, DifyAPIError)
     assert (error.status, error.code, error.message) == (412, "human_input_form_expired", message)
@@ -401,7 +402,7 @@ def test_expired_is_form_expired() -> None:
 def test_invalid_form_data_is_a_bad_request(message: str) -> None:
     """400 invalid_form_data (a refused answer) is a BadRequestError carrying Dify's message."""
     body = json.dumps({"code": "invalid_form_data", "message": message, "status": 400})
-    error = protocol.api_error(400, {}, body.encode())
+    error = api_error(400, {}, body.encode())
     assert type(error) is BadRequestError
     assert (error.code, error.message) == ("invalid_form_data", message)
 
@@ -418,7 +419,7 @@ def test_invalid_form_data_is_a_bad_request(message: str) -> None:
 def test_form_errors_need_their_status_and_code(status: int, code: str | None) -> None:
     """Only 412 with a form code is a form error; other pairs map by status as before."""
     body = json.dumps({"code": code, "message": "m", "status": status}).encode()
-    error = protocol.api_error(status, {}, body)
+    error = api_error(status, {}, body)
     assert not isinstance(error, (FormExpiredError, FormAlreadySubmittedError))
 
 

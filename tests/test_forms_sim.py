@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dify_runs import _protocol as protocol
+from dify_runs import _forms_protocol as protocol
 from dify_runs.testing import FakeDify, Fault, FormField, HumanInputNode, UserAction, VirtualClock
 
 DATA = Path(__file__).parent / "data" / "hitl"

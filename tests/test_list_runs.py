@@ -22,7 +22,7 @@ from dify_runs import (
     converter,
 )
 from dify_runs._listings import read_rows
-from dify_runs._protocol import log_query, parse_log_page
+from dify_runs._logs_protocol import log_query, parse_log_page
 from dify_runs._transport import Answer
 from dify_runs.testing import FakeDify, Fault, VirtualClock
 from tests.fake_thread import fake_dify_thread

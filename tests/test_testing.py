@@ -387,6 +387,37 @@ async def test_virtual_clock_cancelled_sleeper(vclock: VirtualClock) -> None:
     assert clock.now() - start == 20
 
 
+async def test_default_clock_moves_with_virtual_time(http: aiohttp.ClientSession) -> None:
+    """Without clock=, runs advance in virtual time: an hour-long run ends at once, dated now."""
+    began = time.monotonic()
+    with virtual_time():
+        async with FakeDify() as fake:
+            run_id = fake.add_run(duration=3600)
+            records = []
+            for _ in range(3):
+                _, _, body = await get(http, fake, f"/workflows/run/{run_id}")
+                records.append(json.loads(body))
+                await asyncio.sleep(1801)
+    assert [record["status"] for record in records] == ["running", "running", "succeeded"]
+    assert records[-1]["finished_at"] - records[-1]["created_at"] == 3600
+    assert abs(records[0]["created_at"] - time.time()) < 60  # from the real date
+    assert time.monotonic() - began < 1
+
+
+async def test_default_clock_is_the_wall_clock(http: aiohttp.ClientSession) -> None:
+    """Without clock= and on real time, runs are dated by the wall clock."""
+    async with FakeDify() as fake:
+        run_id = fake.add_run(duration=100)
+        _, _, body = await get(http, fake, f"/workflows/run/{run_id}")
+        assert fake.clock() == pytest.approx(time.time(), abs=0.05)
+    assert json.loads(body)["created_at"] == pytest.approx(time.time(), abs=2)
+
+
+def test_default_clock_outside_a_loop_is_the_wall_clock() -> None:
+    """Read outside a running loop (a FakeDify built before one runs), the clock is time.time()."""
+    assert FakeDify().clock() == pytest.approx(time.time(), abs=0.05)
+
+
 def events(lines: list[bytes]) -> list[str]:
     return [json.loads(line[6:])["event"] for line in lines if line.startswith(b"data: ")]
 

@@ -1,11 +1,14 @@
-"""FakeDify: the aiohttp.web application, its routes, and the scripting API."""
+"""FakeDify: its settings, the scripting API, its lifecycle, and the handlers that tie routes in.
+
+Each route's answer lives by its job: ``_router.py`` (which routes, the router's
+own errors), ``_run_routes.py`` (a run's record and event stream), ``_start.py``
+(starting runs), ``_form_route.py`` (Human Input forms), ``_logs.py`` (the logs).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -14,42 +17,27 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from aiohttp.web_urldispatcher import AbstractRoute
 
 from ._apps import APP_MODES, AppMode, RunState, SimulatedApp, SimulatedRun
 from ._auth import auth_middleware
 from ._capacity import Overload, ServiceQueue
 from ._connections import WorkerConnections
-from ._events import EventStreamSettings, serve_events
+from ._events import EventStreamSettings
 from ._faults import Fault, FaultRules
 from ._form_route import answer_form, find_form, get_form, post_form
 from ._forms import HumanInputNode, HumanInputRun
-from ._http import (
-    APP_KEY,
-    LOG_NOW,
-    ROUTE,
-    error_answer,
-    json_answer,
-    router_not_found,
-)
+from ._http import APP_KEY, error_answer, json_answer
 from ._log import LoggedRequest, RequestLog
 from ._logs import LogQueryError, log_page, parse_log_query
-from ._records import (
-    blocking_data,
-    chat_parameters,
-    finished_data,
-    null_record,
-    parameters,
-    paused_data,
-    run_record,
-    started_data,
-)
+from ._records import chat_parameters, parameters
+from ._router import Router
+from ._run_routes import get_events, get_run
+from ._start import StartSettings, post_run
 from ._versions import DEFAULT_VERSION, VERSIONS, ServerVersion
+from ._wall_clock import LoopWallClock
 
 DEFAULT_API_KEY = "app-dify-runs-testing-key"
 """The workflow app key a :class:`FakeDify` accepts unless told otherwise."""
-
-_METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 
 
 class FakeDify:
@@ -69,8 +57,13 @@ class FakeDify:
             run event stream), ``"1.12.1"`` (200 with nulls, outputs as JSON
             strings, stops never recorded) or ``"1.0.1"`` (RFC 2822 dates, stops
             recorded, no paused status).
-        clock: Wall clock in Unix seconds; a :class:`VirtualClock`'s ``now``
-            makes runs advance in virtual time.
+        clock: Wall clock in Unix seconds, which dates runs and moves them on.
+            None (default): Unix time that moves with the running event loop's
+            clock, the wall time read once per loop plus the loop's time since.
+            On a real loop that is the wall clock; under :func:`virtual_time`
+            (looptime) it is virtual time, dated from the real date, so runs
+            advance as the fake's sleeps do with no ``clock=`` needed. A
+            :class:`VirtualClock`'s ``now`` dates them from its own ``start``.
         sleep: How the server waits (streams, latency, stalls, its queue); pair
             it with ``clock``.
         host: Address to listen on (loopback by default).
@@ -119,7 +112,7 @@ class FakeDify:
         *,
         api_key: str = DEFAULT_API_KEY,
         version: ServerVersion = DEFAULT_VERSION,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -142,7 +135,7 @@ class FakeDify:
         self._quirks = VERSIONS[version]
         self.api_key = api_key
         self.version: str = version
-        self.clock = clock
+        self.clock: Callable[[], float] = LoopWallClock() if clock is None else clock
         self.sleep = sleep
         self.host = host
         self.port = port
@@ -513,56 +506,26 @@ class FakeDify:
 
     def _make_app(self) -> web.Application:
         quirks = self._quirks
-        middlewares: list[Middleware] = [self._log.middleware(self._route_of)]
+        router = Router(quirks)
+        middlewares: list[Middleware] = [self._log.middleware(router.name_of)]
         if self.connections is not None:  # every request, as nginx passes each on
             middlewares.append(self.connections.middleware())
-        middlewares += [
-            self._route_errors,
-            self._faults.middleware(quirks, self._sleep, self._stopping),
-        ]
+        middlewares += [router.errors, self._faults.middleware(quirks, self._sleep, self._stopping)]
         if self._queue is not None:
             middlewares.append(self._queue.middleware(quirks))
         middlewares.append(auth_middleware(self.apps, quirks))
         app = web.Application(middlewares=middlewares)
-        routes = [
-            ("GET", "/v1/workflows/run/{run_id:[^/]+}", self._get_run, "get_run"),
-            ("POST", "/v1/workflows/run", self._post_run, "start_run"),
-            ("POST", "/v1/workflows/{workflow_id}/run", self._post_run, "start_run"),
-            ("POST", "/v1/workflows/tasks/{task_id}/stop", self._post_stop, "stop"),
-            ("GET", "/v1/parameters", self._get_parameters, "parameters"),
-            ("GET", "/v1/workflows/logs", self._get_logs, "logs"),
-        ]
-        if quirks.events_route:
-            routes.append(("GET", "/v1/workflow/{run_id}/events", self._get_events, "events"))
-        if quirks.form_route:
-            form_route = "/v1/form/human_input/{form_token}"
-            routes += [
-                ("GET", form_route, self._form, "form"),
-                ("POST", form_route, self._form, "form"),
-            ]
-        self._route_names: dict[AbstractRoute, str] = {}
-        for method, path, handler, name in routes:
-            self._route_names[app.router.add_route(method, path, handler)] = name
+        handlers: dict[str, Handler] = {
+            "get_run": self._get_run,
+            "start_run": self._post_run,
+            "stop": self._post_stop,
+            "parameters": self._get_parameters,
+            "logs": self._get_logs,
+            "events": self._get_events,
+            "form": self._form,
+        }
+        router.add_routes(app, handlers)
         return app
-
-    def _route_of(self, request: web.Request) -> str:
-        """The route's name; ``other`` for what Dify's router would not match."""
-        match = request.match_info
-        if match.http_exception is not None:
-            return "other"
-        # Dify's WSGI server decodes %2F before routing: such an id is no route at all.
-        if any("/" in value for value in match.values()):
-            return "other"
-        return self._route_names.get(match.route, "other")
-
-    @web.middleware
-    async def _route_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The router's own answers: JSON 405 for a wrong method, HTML 404 for unknown paths."""
-        if isinstance(request.match_info.http_exception, web.HTTPMethodNotAllowed):
-            return error_answer(self._quirks, 405, "method_not_allowed", _METHOD_NOT_ALLOWED)
-        if request[ROUTE] == "other":
-            return router_not_found()
-        return await handler(request)
 
     def _new_id(self) -> str:
         return _uuid4(self._ids)
@@ -574,19 +537,7 @@ class FakeDify:
         return json_answer(self._quirks, payload, status, charset=charset)
 
     async def _get_run(self, request: web.Request) -> web.StreamResponse:
-        try:
-            run_id = str(uuid.UUID(request.match_info["run_id"]))
-        except ValueError:
-            # Postgres refuses the cast and Dify answers a bare 500.
-            return error_answer(self._quirks, 500, "unknown", "Internal Server Error")
-        run = self.runs.get(run_id)
-        if run is not None and self._quirks.app_scoped and run.app_key != request[APP_KEY]:
-            run = None
-        if run is None:
-            if self._quirks.missing_run == "not_found":
-                return error_answer(self._quirks, 404, "not_found", "Workflow run not found.")
-            return self._json(null_record(self._quirks))
-        return self._json(run_record(run, self._state(run), self._quirks))
+        return get_run(request, self.runs, self._now, self._quirks)
 
     async def _form(self, request: web.Request) -> web.StreamResponse:
         answer = get_form if request.method == "GET" else post_form
@@ -614,17 +565,6 @@ class FakeDify:
         return self._json(page)
 
     async def _get_events(self, request: web.Request) -> web.StreamResponse:
-        user = request.query.get("user")
-        if not user:
-            return error_answer(self._quirks, 400, "invalid_param", "Arg user must be provided.")
-        try:
-            run_id = str(uuid.UUID(request.match_info["run_id"]))
-        except ValueError:
-            return error_answer(self._quirks, 500, "unknown", "Internal Server Error")
-        run = self.runs.get(run_id)
-        if run is None or run.app_key != request[APP_KEY] or run.user != user:
-            return error_answer(self._quirks, 404, "not_found", "Workflow run not found")
-        request[LOG_NOW](200)  # the stream may last: log it now
         settings = EventStreamSettings(
             quirks=self._quirks,
             clock=self._now,
@@ -634,96 +574,31 @@ class FakeDify:
             stopping=self._stopping,
             subscribe_gap=self.subscribe_gap,
         )
-        snapshot = request.query.get("include_state_snapshot", "false").lower() == "true"
-        return await serve_events(request, run, settings, snapshot=snapshot)
+        return await get_events(request, self.runs, settings)
 
     # -- starting and stopping runs -----------------------------------------------------
 
     async def _post_run(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        problem = _check_start_body(body, self.required_inputs)
-        if problem is not None:
-            return error_answer(self._quirks, 400, "invalid_param", problem)
-        app_key = request[APP_KEY]
+        settings = StartSettings(
+            quirks=self._quirks,
+            clock=self._now,
+            sleep=self._sleep,
+            ping_interval=self.ping_interval,
+        )
+        return await post_run(
+            request,
+            settings,
+            required_inputs=self.required_inputs,
+            new_run=self._started_run,
+            runs=self.runs,
+        )
+
+    def _started_run(self, inputs: dict[str, Any], app_key: str, user: str) -> SimulatedRun:
+        """A run started by ``POST /workflows/run`` (it lasts ``default_duration``)."""
         run_id = self.add_run(
-            duration=self.default_duration,
-            inputs=body["inputs"],
-            app_key=app_key,
-            user=body["user"],
+            duration=self.default_duration, inputs=inputs, app_key=app_key, user=user
         )
-        run = self.runs[run_id]
-        run.outputs = {"result": json.dumps(body["inputs"], sort_keys=True)}
-        request[LOG_NOW](200)  # the answer is under way: log it now, as it may last
-        if body.get("response_mode") == "streaming":
-            return await self._stream(request, run)
-        await self._until_settled(run)
-        data = blocking_data(run, self._state(run), self._quirks)
-        answer = {"task_id": run.task_id, "workflow_run_id": run.id, "data": data}
-        return self._json(answer, charset=True)
-
-    def _holds_connection(self, run: SimulatedRun) -> bool:
-        """Whether a start request is still waiting for this run to settle."""
-        if run.stopped_at is not None:
-            return False
-        status = self._state(run).status
-        # 1.12.1 never answers for a paused run: its stream only pings after the pause.
-        return status == "running" or (status == "paused" and not self._quirks.paused_ends_start)
-
-    async def _until_settled(self, run: SimulatedRun) -> None:
-        while self._holds_connection(run):
-            await self.sleep(min(0.5, self.ping_interval))
-
-    def _sequence_number(self, run: SimulatedRun) -> int:
-        return sum(1 for other in self.runs.values() if other.app_key == run.app_key)
-
-    async def _stream(self, request: web.Request, run: SimulatedRun) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "X-Version": self._quirks.name,
-            }
-        )
-        await response.prepare(request)
-
-        async def send(event: str, data: dict[str, Any]) -> None:
-            payload = {
-                "event": event,
-                "workflow_run_id": run.id,
-                "task_id": run.task_id,
-                "data": data,
-            }
-            await response.write(f"data: {json.dumps(payload)}\n\n".encode())
-
-        try:
-            if self._quirks.stream_begins_with_ping:
-                await response.write(b"event: ping\n\n")
-            await send(
-                "workflow_started",
-                started_data(run, self._quirks, self._sequence_number(run)),
-            )
-            last_ping = self.clock()
-            while self._holds_connection(run):
-                await self.sleep(min(0.5, self.ping_interval))
-                if self.clock() - last_ping >= self.ping_interval:
-                    await response.write(b"event: ping\n\n")
-                    last_ping = self.clock()
-            state = self._state(run)
-            if state.status == "paused" and run.stopped_at is None:
-                if run.forms is not None:  # its Human Input node announces the form first
-                    data = run.forms.required_data(run, state.resumptions)
-                    await send("human_input_required", data)
-                await send("workflow_paused", paused_data(run, state))
-            else:
-                data = finished_data(run, state, self._quirks)
-                await send("workflow_finished", data)
-            await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            # The client went away; as on real servers, the run goes on.
-            pass
-        return response
+        return self.runs[run_id]
 
     async def _post_stop(self, request: web.Request) -> web.StreamResponse:
         task_id = request.match_info["task_id"]
@@ -737,18 +612,3 @@ class FakeDify:
 def _uuid4(source: random.Random) -> str:
     """A version-4 UUID drawn from a seeded random source."""
     return str(uuid.UUID(int=source.getrandbits(128), version=4))
-
-
-def _check_start_body(body: Any, required: tuple[str, ...]) -> str | None:
-    if not isinstance(body, dict):
-        return "Request body must be a JSON object."
-    if not isinstance(body.get("inputs"), dict):
-        return "inputs is required in input form"
-    for name in required:
-        if not body["inputs"].get(name):
-            return f"{name} is required in input form"
-    if not isinstance(body.get("user"), str) or not body["user"]:
-        return "user is required"
-    if body.get("response_mode", "blocking") not in {"blocking", "streaming"}:
-        return "response_mode must be blocking or streaming"
-    return None
