@@ -60,9 +60,11 @@ class SyncDifyClient(BlockingClient):
             belongs to the event loop it was made on, and this client runs on a private loop
             in its own thread, where it makes its own session.
         request_timeout: Seconds allowed for each request (connect to last byte).
-        max_retries: Retries of a failed lookup (connection errors, timeouts,
-            408, 429, 5xx); 0 disables retrying. A wait retries its polls for
-            as long as its deadline and the retry budget allow.
+        max_retries: Retries of a failed request (connection errors, timeouts,
+            408, 5xx; a 429 is asked again without counting); 0 disables
+            retrying. A wait instead retries until its deadline whatever may
+            pass (refused connections included), and fails at once only on a
+            definite answer (see the Errors page: the first-contact rule).
         max_concurrency: Hard ceiling on requests in flight at once, across the
             whole client; below it the limit adapts to the server.
         rate_limit: Hard ceiling on requests per second across the whole
@@ -70,9 +72,10 @@ class SyncDifyClient(BlockingClient):
         retry_budget: The retry budget shared by all requests; a fresh
             :class:`RetryBudget` by default.
         max_body_size: Largest response body read, in bytes (and largest event).
-        max_streams: Most run event streams open at once (each holds a
-            connection to the server for minutes); past it, waits given a
-            ``user`` poll. 0 never listens.
+        max_streams: Most run event streams open at once, 2 by default: each
+            holds one of the Dify worker's few connections (10 in its Docker
+            image) for minutes, so raise it only within the server's
+            ``SERVER_WORKER_CONNECTIONS``; past it, waits poll. 0 never listens.
         clock: Monotonic clock in seconds; None (the default) is the event
             loop's own time, which aiohttp's timeouts also follow.
         sleep: Coroutine function that sleeps (``asyncio.sleep``). It runs on the client's
