@@ -218,6 +218,10 @@ def describe_error(error: DifyError, origins: Origins | None = None) -> str:
         return f"the API key was refused (Dify answered {error}); {check}"
     if origins is None:
         return str(error)
+    if isinstance(error, WaitTimeoutError) and error.last_error is not None:
+        # Its last error, as this command names it (where the base URL came from).
+        said = str(error.last_error)
+        return str(error).replace(said, describe_error(error.last_error, origins))
     if _is_router_404(error):
         return (
             f"the base URL {origins.base_url} (from {origins.base_url_from}) is not Dify's API "

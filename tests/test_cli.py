@@ -1274,3 +1274,16 @@ def test_simulate_pauses_at_a_form_on_1_14() -> None:
         assert run_main("forms", run_id, *options) == 0
         answer = ["answer", run_id, "--action", "approve", "--input", "comment=ok"]
         assert run_main(*answer, *options) == 0
+
+
+def test_a_wait_on_a_refused_connection_names_where_the_base_url_came_from(
+    refused_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wait rides out a refused connection to its deadline, then names --base-url."""
+    args = ("wait", MISSING, "--api-key", SECRET, "--base-url", refused_url, "--timeout", "1")
+    assert run_main(*args) == 3
+    out, _ = capsys.readouterr()
+    run_id, outcome, reason = one_line(out).split("\t")
+    assert (run_id, outcome) == (MISSING, "deadline")
+    assert "(Connection refused)" in reason
+    assert f"the base URL {refused_url} came from --base-url" in reason
