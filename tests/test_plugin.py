@@ -255,9 +255,11 @@ async def test_a_loop_busy_for_a_moment_is_not_blamed() -> None:
         run_id = fake.add_run(duration=0)
         with SyncDifyClient(fake.api_key, base_url=fake.base_url) as client:
             call = loop.run_in_executor(None, client.get_run, run_id)
-            # Busy (blocked) until the request's connection waits on the listening socket.
+            # Busy (blocked) until the request's connection waits on the listening socket,
+            # then a while longer: long enough for the guard to act, far below blocked_after.
             readable, _, _ = select.select(guard._sockets, [], [], 5)
             assert readable
+            time.sleep(0.3)  # noqa: ASYNC251 - keeping the loop busy is the point
             run = await asyncio.wait_for(call, 5)
     assert run.status is RunStatus.SUCCEEDED
     assert (guard.answered, fake.count()) == (0, 1)
