@@ -92,7 +92,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``dify`` marker."""
+    """Register the ``dify`` marker; keep looptime from leaving an unclosed loop behind."""
+    if config.pluginmanager.has_plugin("looptime_plugin"):
+        # looptime's plugin calls asyncio.get_event_loop() before every test, sync ones
+        # included. In the main thread, before any loop was set, that silently creates a
+        # loop nobody closes, and when the next async test replaces it the garbage
+        # collector reports "unclosed event loop" (an error under -W error). Marked as
+        # explicitly unset, the call raises the RuntimeError looptime expects instead.
+        asyncio.set_event_loop(None)
     config.addinivalue_line(
         "markers",
         "dify(version=None, virtual_clock=None, required_inputs=None): configure the "

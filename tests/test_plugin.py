@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import select
+import socket
 import time
 import types
 from collections.abc import AsyncIterator
@@ -296,3 +297,31 @@ def test_tests_under_hypothesis_count_as_async() -> None:
     assert pytest_plugin._is_async_test(wrapper)
     assert pytest_plugin._is_async_test(inner)
     assert not pytest_plugin._is_async_test(lambda: None)
+
+
+def test_a_plain_test_before_an_async_one_leaves_no_loop(pytester: pytest.Pytester) -> None:
+    """looptime's plugin would make an event loop in the first plain test, and leak it."""
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_order="""
+def test_plain(fake_dify_thread):
+    assert fake_dify_thread.add_run(duration=0)
+
+async def test_async(fake_dify):
+    assert fake_dify.add_run(duration=0)
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    assert "unclosed event loop" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=2)
+
+
+async def test_closing_the_guard_never_blames_the_loop() -> None:
+    """close() blocks the loop while a connection waits: it returns at once, answering nothing."""
+    async with guarded(blocked_after=2.0) as (fake, guard):
+        with socket.create_connection(("127.0.0.1", fake.port)):
+            time.sleep(0.1)  # noqa: ASYNC251 - the loop stays blocked: the guard probes it
+            began = time.monotonic()
+            guard.close()
+            assert time.monotonic() - began < 1
+    assert guard.answered == 0

@@ -336,13 +336,15 @@ class BlockedLoopGuard:
         self._sockets = sockets
         self._loop_thread = threading.current_thread()
         self._wake_reader, self._wake_writer = socket.socketpair()
-        self._stopping = False
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="fake-dify-guard", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop watching, end the thread and close the sockets."""
-        self._stopping = True
+        """Stop watching, end the thread and close the sockets; closing twice does nothing."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
         self._wake_writer.send(b"x")
         self._thread.join(_THREAD_TIMEOUT)
         for sock in [*self._sockets, self._wake_reader, self._wake_writer]:
@@ -351,10 +353,10 @@ class BlockedLoopGuard:
     def _watch(self) -> None:
         probe: threading.Event | None = None
         probe_sent = 0.0
-        while not self._stopping:
+        while not self._closing.is_set():
             readable, _, _ = select.select([*self._sockets, self._wake_reader], [], [])
             waiting = [sock for sock in readable if sock is not self._wake_reader]
-            if self._stopping or not waiting:
+            if self._closing.is_set() or not waiting:
                 continue
             if probe is None or probe.is_set():  # ask the loop to show it runs
                 probe, probe_sent = threading.Event(), time.monotonic()
@@ -362,13 +364,24 @@ class BlockedLoopGuard:
                     self.loop.call_soon_threadsafe(probe.set)
                 except RuntimeError:  # pragma: no cover - the loop is closed: nothing to guard
                     return
-            left = probe_sent + self.blocked_after - time.monotonic()
-            if probe.wait(max(0.0, left)):
-                # The loop runs and will accept; look again a little later.
+            ran = self._wait_for(probe, probe_sent + self.blocked_after)
+            if self._closing.is_set():  # close() may block the loop itself: never blame it
+                return
+            if ran:  # the loop runs and will accept; look again a little later
                 time.sleep(0.01)
                 continue
             for sock in waiting:
                 self._answer(sock)
+
+    def _wait_for(self, probe: threading.Event, deadline: float) -> bool:
+        """Whether the loop ran ``probe`` by ``deadline``; False at once once closing."""
+        while not self._closing.is_set():
+            left = deadline - time.monotonic()
+            if probe.wait(min(0.05, max(0.0, left))):
+                return True
+            if left <= 0:
+                return False
+        return False
 
     def _answer(self, listening: socket.socket) -> None:
         try:
