@@ -167,7 +167,7 @@ def test_a_port_in_use_fails_in_the_caller() -> None:
 
 
 async def test_the_app_can_also_run_on_the_tests_loop(fake_dify: FakeDify) -> None:
-    """httpx's ASGITransport runs the app on the test's loop, next to fake_dify (lifespan by hand)."""
+    """ASGITransport runs the app on the test's own loop, next to fake_dify (lifespan by hand)."""
     import httpx2
 
     run_id = fake_dify.add_run(duration=0, outputs={"answer": 42})
