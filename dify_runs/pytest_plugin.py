@@ -15,6 +15,8 @@ Installed with dify-runs and loaded automatically (entry point ``pytest11``).
 while it waits, so it gets ``fake_dify_thread``: the simulator on a thread and
 loop of its own (:func:`~dify_runs.testing.serve_in_thread`)::
 
+    from dify_runs import SyncDifyClient
+
     def test_blocking(fake_dify_thread):
         run_id = fake_dify_thread.add_run(duration=0)
         with SyncDifyClient(fake_dify_thread.api_key,

@@ -253,6 +253,9 @@ def serve_in_thread(**options: Any) -> ThreadedFakeDify:
     :class:`~dify_runs.SyncDifyClient` or in a notebook. It runs on real time.
     The ``fake_dify_thread`` fixture gives one to a test::
 
+        from dify_runs import SyncDifyClient
+        from dify_runs.testing import serve_in_thread
+
         with serve_in_thread(version="1.12.1") as server:
             run_id = server.add_run(duration=0, outputs={"n": 1})
             with SyncDifyClient(server.api_key, base_url=server.base_url) as c:
