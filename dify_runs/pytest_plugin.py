@@ -1,7 +1,7 @@
-"""pytest plugin: the fake_dify, dify_client and dify_clock fixtures, for code using dify_runs.
+"""pytest plugin: the fake_dify, dify_client, dify_clock and fake_dify_thread fixtures.
 
 Installed with dify-runs and loaded automatically (entry point ``pytest11``).
-The fixtures are async, so they need pytest-asyncio::
+``fake_dify`` and ``dify_client`` are async, so they need pytest-asyncio::
 
     from dify_runs import wait_for_run
 
@@ -9,6 +9,19 @@ The fixtures are async, so they need pytest-asyncio::
         run_id = fake_dify.add_run(duration=0, outputs={"text": "hi"})
         run = await wait_for_run(dify_client, run_id)
         assert run.outputs == {"text": "hi"}
+
+``fake_dify`` answers from the test's own event loop. Blocking code (a plain
+``def`` test, FastAPI's ``TestClient``, a ``SyncDifyClient``) stops that loop
+while it waits, so it gets ``fake_dify_thread``: the simulator on a thread and
+loop of its own (:func:`~dify_runs.testing.serve_in_thread`)::
+
+    from dify_runs import SyncDifyClient
+
+    def test_blocking(fake_dify_thread):
+        run_id = fake_dify_thread.add_run(duration=0)
+        with SyncDifyClient(fake_dify_thread.api_key,
+                            base_url=fake_dify_thread.base_url) as client:
+            assert client.get_run(run_id).status.value == "succeeded"
 
 The simulator is configured without a conftest: for a whole suite with ini
 options (``dify_fake_version = 1.12.1``, ``dify_virtual_clock = true``,
@@ -21,20 +34,33 @@ marker, which wins::
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import attrs
 import pytest
 
 from ._client import DifyClient
-from .testing import FakeDify, VirtualClock, virtual_time
+from .testing import FakeDify, ThreadedFakeDify, VirtualClock, serve_in_thread, virtual_time
+from .testing._thread import BlockedLoopGuard, listening_sockets
 
-__all__ = ["dify_client", "dify_clock", "fake_dify"]
+__all__ = ["dify_client", "dify_clock", "fake_dify", "fake_dify_thread"]
 
 _DEFAULT_VERSION = "1.13.2"
 _MARKER_OPTIONS = frozenset({"version", "virtual_clock", "required_inputs"})
+_USE_THE_THREAD = (
+    "For blocking code, use the fake_dify_thread fixture (or "
+    "dify_runs.testing.serve_in_thread()): it serves from a thread and event loop of its own."
+)
+_NOT_IN_A_PLAIN_TEST = (
+    "fake_dify answers from the test's event loop, which does not run during a plain "
+    "'def' test: every request to it would wait for the client's timeout. Make the test "
+    "'async def', or use the fake_dify_thread fixture (or dify_runs.testing.serve_in_thread()), "
+    "which serves from a thread and event loop of its own, for blocking code such as a "
+    "SyncDifyClient, FastAPI's TestClient or Django's test client."
+)
 
 
 @attrs.frozen
@@ -68,7 +94,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``dify`` marker."""
+    """Register the ``dify`` marker; keep looptime from leaving an unclosed loop behind."""
+    if config.pluginmanager.has_plugin("looptime_plugin"):
+        # looptime's plugin calls asyncio.get_event_loop() before every test, sync ones
+        # included. In the main thread, before any loop was set, that silently creates a
+        # loop nobody closes, and when the next async test replaces it the garbage
+        # collector reports "unclosed event loop" (an error under -W error). Marked as
+        # explicitly unset, the call raises the RuntimeError looptime expects instead.
+        asyncio.set_event_loop(None)
     config.addinivalue_line(
         "markers",
         "dify(version=None, virtual_clock=None, required_inputs=None): configure the "
@@ -129,14 +162,26 @@ async def dify_clock(request: pytest.FixtureRequest) -> AsyncIterator[VirtualClo
         yield clock
 
 
+def _is_async_test(function: Callable[..., Any] | None) -> bool:
+    """Whether a test function runs on an event loop (a coroutine, or one under Hypothesis)."""
+    inner = getattr(getattr(function, "hypothesis", None), "inner_test", function)
+    return inspect.iscoroutinefunction(inner)
+
+
 @_async_fixture
 async def fake_dify(
     request: pytest.FixtureRequest, dify_clock: VirtualClock
 ) -> AsyncIterator[FakeDify]:
     """A started :class:`~dify_runs.testing.FakeDify` on a free loopback port.
 
-    Configured by the ``dify_*`` ini options and the ``dify`` marker.
+    Configured by the ``dify_*`` ini options and the ``dify`` marker. It answers
+    from the test's own event loop, so async tests only: a plain ``def`` test gets
+    an error naming ``fake_dify_thread``, and a request waited for by blocking
+    code on the test's thread (which stops that loop) gets a 503 saying so
+    within two seconds, and fails the test.
     """
+    if not _is_async_test(request.function):
+        pytest.fail(_NOT_IN_A_PLAIN_TEST, pytrace=False)
     settings = _settings(request)
     # FakeDify checks the version (a ValueError names the known ones).
     options: dict[str, Any] = {
@@ -145,8 +190,51 @@ async def fake_dify(
     }
     if settings.virtual_clock:
         options.update(clock=dify_clock.now)
-    async with FakeDify(**options) as fake:
+    fake = FakeDify(**options)
+    loop = asyncio.get_running_loop()
+    with listening_sockets(loop) as sockets:
+        try:
+            await fake.start()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+    guard = BlockedLoopGuard(loop, sockets, advice=_USE_THE_THREAD)
+    try:
         yield fake
+    finally:
+        guard.close()
+        await fake.close()
+    if guard.diagnosis is not None:
+        pytest.fail(
+            f"fake_dify answered {guard.answered} request(s) with 503: {guard.diagnosis}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def fake_dify_thread(request: pytest.FixtureRequest) -> Iterator[ThreadedFakeDify]:
+    """A :class:`~dify_runs.testing.FakeDify` serving from its own thread and event loop.
+
+    For blocking code: plain ``def`` tests, a :class:`~dify_runs.SyncDifyClient`,
+    FastAPI's ``TestClient``, Django's test client. Script it with its methods
+    (:class:`~dify_runs.testing.ThreadedFakeDify`). Configured by the ``dify_*``
+    ini options and the ``dify`` marker, except the virtual clock: it runs on real
+    time, as its loop is not the test's.
+    """
+    settings = _settings(request)
+    if settings.virtual_clock:
+        pytest.fail(
+            "fake_dify_thread runs on real time: virtual time moves one event loop, and its "
+            "loop is not the test's. Mark the test @pytest.mark.dify(virtual_clock=False).",
+            pytrace=False,
+        )
+    options: dict[str, Any] = {
+        "version": settings.version,
+        "required_inputs": settings.required_inputs,
+    }
+    with serve_in_thread(**options) as server:
+        yield server
 
 
 @_async_fixture

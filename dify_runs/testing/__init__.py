@@ -30,6 +30,7 @@ from ._faults import Fault
 from ._forms import FormField, HumanInputNode, UserAction
 from ._log import LoggedRequest
 from ._server import DEFAULT_API_KEY, FakeDify
+from ._thread import ThreadedFakeDify, serve_in_thread
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -40,8 +41,10 @@ __all__ = [
     "LoggedRequest",
     "SimulatedApp",
     "SimulatedRun",
+    "ThreadedFakeDify",
     "UserAction",
     "VirtualClock",
     "WorkerConnections",
+    "serve_in_thread",
     "virtual_time",
 ]
