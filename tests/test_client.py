@@ -35,7 +35,7 @@ from dify_runs import (
     wait_for_run,
     wait_for_runs,
 )
-from dify_runs.testing import FakeDify, Fault
+from dify_runs.testing import FakeDify, Fault, VirtualClock
 
 from .conftest import Serve, client_tasks
 from .fake_thread import fake_dify_thread
@@ -276,16 +276,24 @@ async def test_429_means_not_yet(fake: FakeDify, make_client: MakeClient) -> Non
     assert sum(sleeps.delays[5:]) <= 60.0  # asked again for a minute, then gave up
 
 
-async def test_rate_limit_lowers_client_rate(fake: FakeDify, make_client: MakeClient) -> None:
+async def test_rate_limit_lowers_client_rate(
+    fake: FakeDify, make_client: MakeClient, vclock: VirtualClock
+) -> None:
     """A burst of 429s lowers how many requests the client sends at once, and paces it."""
     fake.inject(Fault.rate_limit())
-    sleeps = Sleeps()
-    client = make_client(fake, sleep=sleeps, clock=sleeps.now, max_retries=0)
+    client = make_client(fake, max_retries=0)
     before = client.limiter.limit
+    seen: list[tuple[float, float | None]] = []
+
+    async def watching(delay: float) -> None:  # the limiter's state while the 429s go on
+        seen.append((client.limiter.limit, client.limiter.pace))
+        await asyncio.sleep(delay)
+
+    client._transport.sleep = watching
     results = await client.get_runs([fake.add_run() for _ in range(10)])
-    assert all(isinstance(r, RateLimitError) for r in results)
-    assert client.limiter.limit < before
-    assert client.limiter.pace is not None
+    assert all(isinstance(r, RateLimitError) for r in results)  # after a minute of "not yet"
+    assert any(limit < before for limit, _ in seen)
+    assert any(pace is not None for _, pace in seen)
 
 
 @pytest.mark.parametrize(("status", "paced"), [(503, True), (500, False)])

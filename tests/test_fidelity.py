@@ -429,7 +429,7 @@ async def test_capacity_serves_one_at_a_time(
             *(call(http, fake, "GET", f"/workflows/run/{run_id}") for _ in range(16))
         )
         assert [status for status, _, _ in answers] == [200] * 16
-        assert clock.now() - start >= 16 / 100 - 1e-9
+        assert clock.now() - start >= 16 / 100 - 1e-6  # floats of Unix-like times
         waits = [request.queued for request in fake.requests]
         assert waits == fake.queue_waits
         assert max(waits) >= 8 / 100

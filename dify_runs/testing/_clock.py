@@ -115,6 +115,9 @@ def virtual_time(start: float = 1_800_000_000.0) -> Iterator[VirtualClock]:
     if not isinstance(loop, asyncio.BaseEventLoop):  # pragma: no cover - uvloop and the like
         raise TypeError(f"virtual time needs an asyncio event loop, not {type(loop).__name__}")
     patched = looptime.patch_event_loop(loop, _enabled=False)
-    patched.setup_looptime(start=loop.time(), _enabled=False)
+    # A nanosecond's resolution: asyncio counts a timer within its clock's resolution (1 ns)
+    # as due, so no float residue of a due time can leave the clock short of it (looptime
+    # before 0.8, the last release for Python 3.10, would otherwise stop there for good).
+    patched.setup_looptime(start=loop.time(), resolution=1e-9, _enabled=False)
     with patched.looptime_enabled():
         yield VirtualClock(start)
