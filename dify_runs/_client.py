@@ -28,13 +28,14 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from . import _forms, _listings, _logs_protocol, _lookups, _protocol, _start, _wait
+from . import _listings, _logs_protocol, _lookups, _protocol, _start, _wait
 from ._errors import ConfigurationError, DifyError
-from ._listen import DEFAULT_MAX_STREAMS, RunListener, StreamBook
-from ._models import HumanInputForm, RunStatus, RunSummary, StartedRun, WorkflowRun
+from ._forms import FormBook, HumanInputMethods
+from ._listen import DEFAULT_MAX_STREAMS, StreamBook, listeners
+from ._models import RunStatus, RunSummary, StartedRun, WorkflowRun
 from ._policy import DEFAULT_WAIT_TIMEOUT, PollPolicy
 from ._retry import RetryBudget
-from ._scheduler import Listener, ListenerFactory, Scheduler
+from ._scheduler import ListenerFactory, Scheduler
 from ._transport import DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, Transport
 from ._wait import OnUpdate, WaitResult
 
@@ -44,7 +45,7 @@ __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "REMEMBERED_STARTS", "Dif
 REMEMBERED_STARTS = 10_000
 
 
-class DifyClient:
+class DifyClient(HumanInputMethods):
     """An async client for the workflow-run endpoints of one Dify app.
 
     Use it as an async context manager, or call :meth:`close` when done::
@@ -137,7 +138,7 @@ class DifyClient:
         self.limiter = transport.limiter
         self._streams = StreamBook(max_streams=max_streams)
         self._input_form = _start.InputForm()
-        self._forms = _forms.FormBook()
+        self._forms = FormBook()
         # Who started the runs this client started (bounded): their waits listen without user=.
         self._starters: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._scheduler = Scheduler(
@@ -424,87 +425,6 @@ class DifyClient:
             user=started.user,
         )
 
-    # -- human-input forms ---------------------------------------------------------
-
-    async def pending_forms(self, run_id: str, *, user: str | None = None) -> list[HumanInputForm]:
-        """Return the forms a paused run waits on (Dify 1.14 and newer), each ready to answer.
-
-        The tokens come from the run's event stream (its state snapshot), and
-        each form from its own GET, with its text rendered for this run. A run
-        that is not ``paused`` waits for nothing: the list is empty.
-
-        Args:
-            run_id: The run's id.
-            user: The end user who started the run (the event stream asks for
-                it); may be omitted for a run this client started.
-
-        Returns:
-            The pending forms, in the order the run announced them.
-
-        Raises:
-            ConfigurationError: No ``user`` given, and the run was not started by this client.
-            InvalidIdError: ``run_id`` is not a UUID (nothing is sent).
-            RunNotFoundError: No such run for this app (or for this user).
-            DifyAPIError: An error answer; the router's 404 of a server before
-                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
-            DifyConnectionError: No answer.
-        """
-        canonical = _protocol.canonical_run_id(run_id)
-        who = user if user is not None else self._starters.get(canonical)
-        if who is None:
-            raise ConfigurationError(
-                "user is required: pass the end user who started the run as user= "
-                "(only runs this client started are known without it)"
-            )
-        return await _forms.pending_forms(self._transport, self._forms, canonical, user=who)
-
-    async def submit_form(
-        self,
-        token: str,
-        *,
-        action: str,
-        inputs: Mapping[str, Any] | None = None,
-        user: str | None = None,
-    ) -> None:
-        """Answer a human-input form, which resumes its run (Dify 1.14 and newer).
-
-        Sends ``{"inputs", "action", "user"}`` once (an answer is never
-        retried once it may have reached Dify). After an answer to a form read
-        through :meth:`pending_forms`, waits on its run skip the ``paused`` that
-        Dify still shows for a moment, and return the run's next real state:
-        its end, or its next pause.
-
-        Args:
-            token: The form's token (:attr:`HumanInputForm.token`).
-            action: The ``id`` of the chosen action (:attr:`FormAction.id`).
-            inputs: A value for each of the form's inputs, by name.
-            user: Who answers (any end user of the app may); may be omitted for
-                a form of a run this client started.
-
-        Raises:
-            BadRequestError: ``invalid_form_data``: an action the form does not
-                offer (refused before sending when the form was read through
-                this client), or a missing input.
-            FormExpiredError: The form no longer takes answers.
-            FormAlreadySubmittedError: Somebody answered it first.
-            ConfigurationError: No ``user``, and the run is not one this client started.
-            InvalidIdError: ``token`` is not a form token (nothing is sent).
-            DifyAPIError: Another error answer; the router's 404 of a server before
-                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
-            DifyConnectionError: No answer.
-        """
-        known = self._forms.forms.get(token) if isinstance(token, str) else None
-        starter = None if known is None else self._starters.get(known[0])
-        await _forms.submit_form(
-            self._transport,
-            self._forms,
-            token,
-            action=action,
-            inputs=inputs,
-            user=user,
-            starter=starter,
-        )
-
     # -- waits ---------------------------------------------------------------------
 
     def wait_for_run(
@@ -524,15 +444,15 @@ class DifyClient:
         share its polls. Cancelling the wait stops polling; it never stops the
         run.
 
-        Given the ``user`` who started the run, the wait listens to the run's
-        event stream (Dify 1.14 and newer) after a first poll, with a slow
-        safety poll beside it, and ends with the record a poll reads right
-        after the final event: the same record, with less delay and far fewer
-        requests. It polls instead when the server has no such stream, does
-        not know the run for this user, the stream keeps failing, or
-        ``max_streams`` are open. ``on_update`` then also sees a record per
-        finished node (``running``, with ``total_steps`` raised; other fields
-        as last polled).
+        Given the ``user`` who started the run (or on a run this client
+        started), the wait listens to the run's event stream (Dify 1.14 and
+        newer) after a first poll, and ends with the record a GET reads once
+        it agrees with the final event; a GET at the stream's second ping
+        catches an end Dify's race lost. It polls instead when the server has
+        no such stream, does not know the run for this user, the stream keeps
+        failing, its worker is saturated, or ``max_streams`` are open.
+        ``on_update`` then also sees a record per finished node (``running``,
+        with ``total_steps`` raised; other fields as last polled).
 
         Args:
             run_id: The run to wait for.
@@ -556,7 +476,9 @@ class DifyClient:
             RunFailedError: With ``raise_on_failure``, the run failed or was stopped.
             InvalidIdError: ``run_id`` is not a UUID.
             ConfigurationError: ``timeout`` is negative.
-            DifyError: A lookup failed for good (not found, auth, retries spent).
+            DifyError: A definite answer (not found, a refused key, a wrong base
+                URL, an unknown host) ends the wait at once; what may pass
+                (refused connections, 5xx, 429) is retried until the deadline.
         """
         # A plain method handing back run_wait's coroutine: one frame per wait, not two.
         return _wait.run_wait(
@@ -667,27 +589,13 @@ class DifyClient:
         return self._scheduler
 
     def _listen_for(self, user: str | None) -> ListenerFactory | None:
-        """The listener factory of a wait (None: the wait polls).
-
-        A wait listens given ``user``, or on a run this client started (whose
-        user it remembers).
-        """
-        if user is not None and (not isinstance(user, str) or not user):
-            raise ConfigurationError(f"user must be a non-empty string or None, got {user!r}")
+        """The listener factory of a wait (None: the wait polls); see ``_listen.listeners``."""
         if self.max_streams == 0:
             return None
-
-        def listen(run_id: str, policy: PollPolicy) -> Listener | None:
-            who = user if user is not None else self._starters.get(run_id)
-            if who is None or not self._streams.may_open(self._transport.clock()):
-                return None
-            return RunListener(
-                run_id=run_id,
-                user=who,
-                policy=policy,
-                scheduler=self._scheduler,
-                book=self._streams,
-                transport=self._transport,
-            )
-
-        return listen
+        return listeners(
+            user,
+            self._starters,
+            scheduler=self._scheduler,
+            book=self._streams,
+            transport=self._transport,
+        )

@@ -33,9 +33,10 @@ from ._errors import (
 )
 from ._lookups import get_run
 from ._models import HumanInputForm, RunStatus, WorkflowRun
+from ._streams import open_stream
 from ._transport import Answer, Transport
 
-__all__ = ["STALE_PAUSE", "FormBook", "pending_forms", "submit_form"]
+__all__ = ["STALE_PAUSE", "FormBook", "HumanInputMethods", "pending_forms", "submit_form"]
 
 logger = logging.getLogger("dify_runs")
 
@@ -148,7 +149,7 @@ async def _announced_forms(
 
     async def read() -> None:
         query = {"user": user, "include_state_snapshot": "true"}
-        async with transport.stream(f"workflow/{run_id}/events", query, None) as events:
+        async with open_stream(transport, f"workflow/{run_id}/events", query, None) as events:
             async for event in events:
                 if not event.data:
                     continue  # event: ping
@@ -225,3 +226,90 @@ async def submit_form(
 
 def _accepted(answer: Answer) -> None:
     _forms_protocol.parse_submission(answer.status, answer.headers, answer.body)
+
+
+class HumanInputMethods:
+    """:class:`~dify_runs.DifyClient`'s methods for runs that wait for a person."""
+
+    _transport: Transport
+    _forms: FormBook
+    _starters: Mapping[str, str]
+
+    async def pending_forms(self, run_id: str, *, user: str | None = None) -> list[HumanInputForm]:
+        """Return the forms a paused run waits on (Dify 1.14 and newer), each ready to answer.
+
+        The tokens come from the run's event stream (its state snapshot), and
+        each form from its own GET, with its text rendered for this run. A run
+        that is not ``paused`` waits for nothing: the list is empty.
+
+        Args:
+            run_id: The run's id.
+            user: The end user who started the run (the event stream asks for
+                it); may be omitted for a run this client started.
+
+        Returns:
+            The pending forms, in the order the run announced them.
+
+        Raises:
+            ConfigurationError: No ``user`` given, and the run was not started by this client.
+            InvalidIdError: ``run_id`` is not a UUID (nothing is sent).
+            RunNotFoundError: No such run for this app (or for this user).
+            DifyAPIError: An error answer; the router's 404 of a server before
+                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
+            DifyConnectionError: No answer.
+        """
+        canonical = _protocol.canonical_run_id(run_id)
+        who = user if user is not None else self._starters.get(canonical)
+        if who is None:
+            raise ConfigurationError(
+                "user is required: pass the end user who started the run as user= "
+                "(only runs this client started are known without it)"
+            )
+        return await pending_forms(self._transport, self._forms, canonical, user=who)
+
+    async def submit_form(
+        self,
+        token: str,
+        *,
+        action: str,
+        inputs: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> None:
+        """Answer a human-input form, which resumes its run (Dify 1.14 and newer).
+
+        Sends ``{"inputs", "action", "user"}`` once (an answer is never
+        retried once it may have reached Dify). After an answer to a form read
+        through :meth:`pending_forms`, waits on its run skip the ``paused`` that
+        Dify still shows for a moment, and return the run's next real state:
+        its end, or its next pause.
+
+        Args:
+            token: The form's token (:attr:`HumanInputForm.token`).
+            action: The ``id`` of the chosen action (:attr:`FormAction.id`).
+            inputs: A value for each of the form's inputs, by name.
+            user: Who answers (any end user of the app may); may be omitted for
+                a form of a run this client started.
+
+        Raises:
+            BadRequestError: ``invalid_form_data``: an action the form does not
+                offer (refused before sending when the form was read through
+                this client), or a missing input.
+            FormExpiredError: The form no longer takes answers.
+            FormAlreadySubmittedError: Somebody answered it first.
+            ConfigurationError: No ``user``, and the run is not one this client started.
+            InvalidIdError: ``token`` is not a form token (nothing is sent).
+            DifyAPIError: Another error answer; the router's 404 of a server before
+                Dify 1.14 says that human-input forms need Dify 1.14 or newer.
+            DifyConnectionError: No answer.
+        """
+        known = self._forms.forms.get(token) if isinstance(token, str) else None
+        starter = None if known is None else self._starters.get(known[0])
+        await submit_form(
+            self._transport,
+            self._forms,
+            token,
+            action=action,
+            inputs=inputs,
+            user=user,
+            starter=starter,
+        )

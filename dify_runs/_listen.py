@@ -36,18 +36,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import attrs
 import orjson
 
-from ._errors import DifyAPIError, DifyConnectionError, DifyError
+from ._errors import ConfigurationError, DifyAPIError, DifyConnectionError, DifyError
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
-from ._scheduler import Scheduler
+from ._scheduler import Listener, ListenerFactory, Scheduler
 from ._sse import ServerSentEvent
-from ._transport import STREAM_PATIENCE, Transport, WorkerSaturatedError
+from ._streams import STREAM_PATIENCE, WorkerSaturatedError, open_stream
+from ._transport import Transport
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
@@ -57,6 +58,7 @@ __all__ = [
     "RunListener",
     "StreamBook",
     "fold_event",
+    "listeners",
 ]
 
 logger = logging.getLogger("dify_runs")
@@ -353,8 +355,8 @@ class RunListener:
         if snapshot:
             query["include_state_snapshot"] = "true"
         path = f"workflow/{self.run_id}/events"
-        async with self._transport.stream(
-            path, query, time_left, patience=STREAM_PATIENCE
+        async with open_stream(
+            self._transport, path, query, time_left, patience=STREAM_PATIENCE
         ) as events:
             if snapshot:  # the snapshot re-checks the run: the safety poll can wait
                 self._postpone_safety_poll()
@@ -406,3 +408,38 @@ class RunListener:
         self._finishing = FINAL_RECHECKS
         # A poll in flight may predate the event: then the next one goes at once.
         self._poll_now = not self._scheduler.poll_soon(self.run_id, self.policy)
+
+
+def listeners(
+    user: str | None,
+    starters: Mapping[str, str],
+    *,
+    scheduler: Scheduler,
+    book: StreamBook,
+    transport: Transport,
+) -> ListenerFactory:
+    """Make the listeners of a wait's runs: given ``user``, or the user who started each run.
+
+    A run gets none (it polls) when nobody is known to have started it, or no
+    stream may open now (:meth:`StreamBook.may_open`).
+
+    Raises:
+        ConfigurationError: ``user`` is not a non-empty string or None.
+    """
+    if user is not None and (not isinstance(user, str) or not user):
+        raise ConfigurationError(f"user must be a non-empty string or None, got {user!r}")
+
+    def listen(run_id: str, policy: PollPolicy) -> Listener | None:
+        who = user if user is not None else starters.get(run_id)
+        if who is None or not book.may_open(transport.clock()):
+            return None
+        return RunListener(
+            run_id=run_id,
+            user=who,
+            policy=policy,
+            scheduler=scheduler,
+            book=book,
+            transport=transport,
+        )
+
+    return listen

@@ -36,9 +36,11 @@ from ._protocol import parse_retry_after
 __all__ = [
     "MAX_RETRY_AFTER",
     "RETRYABLE_STATUSES",
+    "WAIT_RULE",
     "Decision",
     "RetryBudget",
     "RetryRule",
+    "ends_wait_at_once",
     "is_transient",
     "retry_hint",
 ]
@@ -220,3 +222,21 @@ class RetryRule:
         if not refused and not budget.try_spend(transport=isinstance(error, DifyConnectionError)):
             return Decision(retry=False, delay=delay, reason="budget")
         return Decision(retry=True, delay=delay)
+
+
+#: A wait retries its transient failures until its deadline; a spent retry budget slows it.
+WAIT_RULE = RetryRule(max_retries=None)
+
+
+def ends_wait_at_once(error: DifyError, *, contacted: bool) -> bool:
+    """Whether a failed poll ends its waits at once: a definite answer or a setup mistake.
+
+    Not found, a refused key, a router's 404, an unknown host or a refused TLS
+    certificate are definite. So is an answer that is not Dify's at all (a web
+    page) before Dify ever answered: the base URL is wrong. A refused connection
+    or no answer is not: the server may be starting (a compose stack comes up
+    in any order).
+    """
+    if not is_transient(error):
+        return True
+    return isinstance(error, UnexpectedResponseError) and not contacted

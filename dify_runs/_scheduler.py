@@ -35,17 +35,11 @@ from typing import Any, Protocol
 import attrs
 
 from . import _protocol
-from ._errors import (
-    ClientClosedError,
-    DifyError,
-    DifyTimeoutError,
-    UnexpectedResponseError,
-    WaitTimeoutError,
-)
+from ._errors import ClientClosedError, DifyError, DifyTimeoutError, WaitTimeoutError
 from ._limits import Gate, Ticket
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
-from ._retry import RetryBudget, RetryRule, is_transient
+from ._retry import WAIT_RULE, RetryBudget, RetryRule, ends_wait_at_once
 
 __all__ = ["FIRST_POLL_SPREAD", "Listener", "Scheduler", "Waiter"]
 
@@ -494,11 +488,11 @@ class Scheduler:
             self._drop(entry)
             return
         latest = _latest(entry)
-        if _looks_like_configuration(error, contacted=self._contacted()):
+        if ends_wait_at_once(error, contacted=self._contacted()):
             self._fail(entry, error)  # definite: no retry cures it, fail now
             return
         now = self._clock()
-        decision = _PERSISTENT.decide(
+        decision = WAIT_RULE.decide(
             error,
             attempt=entry.failures,
             budget=self._budget,
@@ -590,24 +584,6 @@ class Scheduler:
         self._dispatcher = self._timekeeper = None
         self._due.clear()
         self._deadlines.clear()
-
-
-#: A wait retries its transient failures until its deadline; a spent retry budget slows it.
-_PERSISTENT = RetryRule(max_retries=None)
-
-
-def _looks_like_configuration(error: DifyError, *, contacted: bool) -> bool:
-    """Whether a failed poll ends its waits at once: a definite answer or a setup mistake.
-
-    Not found, a refused key, a router's 404, an unknown host or a refused TLS
-    certificate are definite. So is an answer that is not Dify's at all (a web
-    page) before Dify ever answered: the base URL is wrong. A refused connection
-    or no answer is not: the server may be starting (a compose stack comes up
-    in any order).
-    """
-    if not is_transient(error):
-        return True
-    return isinstance(error, UnexpectedResponseError) and not contacted
 
 
 def _copy(error: BaseException) -> BaseException:

@@ -440,15 +440,15 @@ class SyncDifyClient(BlockingClient):
         share its polls. Interrupting the call (Ctrl-C) stops polling; it never stops the
         run.
 
-        Given the ``user`` who started the run, the wait listens to the run's
-        event stream (Dify 1.14 and newer) after a first poll, with a slow
-        safety poll beside it, and ends with the record a poll reads right
-        after the final event: the same record, with less delay and far fewer
-        requests. It polls instead when the server has no such stream, does
-        not know the run for this user, the stream keeps failing, or
-        ``max_streams`` are open. ``on_update`` then also sees a record per
-        finished node (``running``, with ``total_steps`` raised; other fields
-        as last polled).
+        Given the ``user`` who started the run (or on a run this client
+        started), the wait listens to the run's event stream (Dify 1.14 and
+        newer) after a first poll, and ends with the record a GET reads once
+        it agrees with the final event; a GET at the stream's second ping
+        catches an end Dify's race lost. It polls instead when the server has
+        no such stream, does not know the run for this user, the stream keeps
+        failing, its worker is saturated, or ``max_streams`` are open.
+        ``on_update`` then also sees a record per finished node (``running``,
+        with ``total_steps`` raised; other fields as last polled).
 
         Args:
             run_id: The run to wait for.
@@ -474,7 +474,9 @@ class SyncDifyClient(BlockingClient):
             RunFailedError: With ``raise_on_failure``, the run failed or was stopped.
             InvalidIdError: ``run_id`` is not a UUID.
             ConfigurationError: ``timeout`` is negative.
-            DifyError: A lookup failed for good (not found, auth, retries spent).
+            DifyError: A definite answer (not found, a refused key, a wrong base
+                URL, an unknown host) ends the wait at once; what may pass
+                (refused connections, 5xx, 429) is retried until the deadline.
             ClientClosedError: The client is closed.
         """
         return self._call(

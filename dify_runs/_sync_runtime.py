@@ -160,8 +160,10 @@ class _LoopThread:
         concurrent.futures.wait([future], timeout=_UNWIND_TIMEOUT)
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._pending.discard(future)
+        # Without the lock: the loop's thread runs this, and a caller's thread may hold the
+        # lock while it waits for the loop (a collection closing an iterator inside a call).
+        # One discard is atomic, and the final sweep swaps the set under the lock.
+        self._pending.discard(future)
 
     # -- the loop's side -------------------------------------------------------------------
 

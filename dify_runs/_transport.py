@@ -14,21 +14,20 @@ run's event stream are short compositions of two calls:
   retryable status), a request that is not idempotent only when it never left
   the client, and nothing is retried past the caller's deadline.
 
-:meth:`Transport.stream` connects a run's event stream by the same path (one
-attempt: the listener decides about reconnects by the same rule).
+``_streams`` connects a run's event stream through the same gate, session and
+error mapping (one attempt: the listener decides about reconnects by the same rule).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import ipaddress
 import logging
 import math
 import os
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -51,16 +50,8 @@ from ._errors import (
 )
 from ._limits import AdaptiveLimiter, Gate, Ticket
 from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule, retry_hint
-from ._sse import EventDecoder, ServerSentEvent
 
-__all__ = [
-    "DEFAULT_MAX_BODY_SIZE",
-    "DEFAULT_TIMEOUT",
-    "STREAM_PATIENCE",
-    "Answer",
-    "Transport",
-    "WorkerSaturatedError",
-]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Answer", "Transport", "describe"]
 
 logger = logging.getLogger("dify_runs")
 
@@ -70,13 +61,6 @@ _T = TypeVar("_T")
 DEFAULT_TIMEOUT = 30.0
 #: Largest response body read, in bytes; larger ones are refused unread.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
-#: Seconds an event stream may stay silent (Dify pings every 10 s) before it counts as dead.
-STREAM_READ_TIMEOUT = 60.0
-#: Seconds an event stream's answer may take to begin before the server's worker
-#: counts as saturated: Dify's worker serves a fixed number of connections
-#: (``SERVER_WORKER_CONNECTIONS``, 10 in its Docker image) and makes a new one
-#: wait until a held one closes, and every open stream holds one.
-STREAM_PATIENCE = 1.0
 #: Seconds a request without a deadline keeps asking a server that answers 429.
 RATIONED_FOR = 60.0
 _MAX_REDIRECTS = 3
@@ -105,13 +89,6 @@ class Answer:
 Reader = Callable[[Answer], _T]
 #: Reads a live 2xx response (an event stream) inside the request's error mapping.
 Consumer = Callable[[aiohttp.ClientResponse], Awaitable[Any]]
-
-
-class WorkerSaturatedError(DifyTimeoutError):
-    """An event stream's answer did not begin within :data:`STREAM_PATIENCE`.
-
-    The server's worker has no connection free: it takes no more streams for now.
-    """
 
 
 class _State(enum.Enum):
@@ -209,7 +186,8 @@ class Transport:
         self.contacted = False
         self._outage = False  # connections were refused: ramp up again at the next answer
         self._headers = {"Authorization": f"Bearer {key.strip()}", "Accept": "application/json"}
-        self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
+        #: The headers of an event stream's request (the key, and ``Accept: text/event-stream``).
+        self.stream_headers = {**self._headers, "Accept": "text/event-stream"}
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
@@ -553,109 +531,6 @@ class Transport:
                 )
             await self.sleep(decision.delay)  # holding no slot meanwhile
             attempt += 1
-
-    # -- event streams -------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def stream(
-        self,
-        path: str,
-        query: Mapping[str, str],
-        time_limit: float | None,
-        *,
-        patience: float | None = None,
-    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
-        """Connect an event stream (one attempt) and give its events.
-
-        Connecting waits its turn at the gate like any request (so the pace and
-        ``rate_limit`` apply) but gives the ticket back at once: a stream that
-        stays open for minutes holds a connection of the streams' own share of
-        the pool, and no slot of the adaptive limit.
-
-        Raises:
-            WorkerSaturatedError: The answer did not begin within ``patience``
-                seconds (the server's worker has no connection free).
-            DifyAPIError: An error answer (the router's 404 has no ``code``).
-            DifyConnectionError: No answer, or the stream broke (also while
-                reading an error body).
-            UnexpectedResponseError: An answer that is not an event stream.
-        """
-        session = self.open()
-        url = self.url(path).with_query(query)
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=STREAM_READ_TIMEOUT)
-        limit = self.request_timeout
-        if time_limit is not None:
-            limit = max(0.001, min(limit, time_limit))
-        impatient = patience is not None and patience < limit
-        if patience is not None:
-            limit = min(limit, patience)
-        self.gate.give_back(await self.gate.acquire())
-        response: aiohttp.ClientResponse | None = None
-        try:
-            response = await asyncio.wait_for(
-                session.get(
-                    url, headers=self._stream_headers, timeout=timeout, allow_redirects=False
-                ),
-                limit,
-            )
-            if response.status != 200:
-                body = await self.read_capped(response)
-                raise _protocol.api_error(response.status, response.headers, body)
-        except DifyError:
-            if response is not None:
-                response.close()
-            raise
-        except asyncio.TimeoutError as exc:
-            if response is not None:
-                response.close()
-            if impatient:
-                raise WorkerSaturatedError(
-                    f"the event stream did not begin within {format_seconds(limit)} s"
-                ) from exc
-            raise DifyTimeoutError(f"no answer within {format_seconds(limit)} s") from exc
-        except aiohttp.ClientError as exc:
-            if response is not None:
-                response.close()
-            raise self.connection_error(exc) from exc
-        try:
-            if response.content_type != "text/event-stream":
-                raise UnexpectedResponseError(
-                    f"expected an event stream, got {response.content_type or 'no content type'}",
-                    status=response.status,
-                )
-            events = self._events_of(response)
-            try:
-                yield events
-            finally:
-                await events.aclose()
-        finally:
-            response.close()
-
-    async def _events_of(
-        self, response: aiohttp.ClientResponse
-    ) -> AsyncGenerator[ServerSentEvent, None]:
-        decoder = EventDecoder()
-        try:
-            async for chunk in response.content.iter_any():
-                events = decoder.feed(chunk)
-                del chunk
-                if decoder.pending > self.max_body_size:
-                    raise UnexpectedResponseError(
-                        "an event passed the size limit (max_body_size=)", status=response.status
-                    )
-                # Popped, never bound to a name: while the stream is quiet (minutes),
-                # nothing of the last event stays referenced here.
-                events.reverse()
-                while events:
-                    yield events.pop()
-        except asyncio.TimeoutError as exc:
-            raise DifyTimeoutError(
-                f"no event within {format_seconds(STREAM_READ_TIMEOUT)} s"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise self.connection_error(exc) from exc
-        for event in decoder.close():
-            yield event
 
 
 def _looks_like_configuration(exc: aiohttp.ClientConnectorError) -> bool:

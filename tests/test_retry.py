@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from dify_runs import (
     AuthenticationError,
+    DifyAPIError,
     DifyConnectionError,
+    DifyError,
     DifyTimeoutError,
     RateLimitError,
     RetryBudget,
@@ -19,6 +21,7 @@ from dify_runs import (
 from dify_runs._retry import (
     MAX_RETRY_AFTER,
     RetryRule,
+    ends_wait_at_once,
     is_transient,
     retry_hint,
 )
@@ -185,3 +188,27 @@ def test_a_poll_retry_never_waits_longer_than_the_poll() -> None:
     assert rule.decide(error, attempt=6, budget=RetryBudget(), now=0, at_most=1.5).delay == 1.5
     hinted = rule.decide(rate_limited(5), attempt=6, budget=RetryBudget(), now=0, at_most=1.5)
     assert hinted.delay == 5
+
+
+@pytest.mark.parametrize(
+    ("error", "contacted", "at_once"),
+    [
+        (RunNotFoundError("gone", status=404, code="not_found"), True, True),
+        (DifyAPIError("Not Found", status=404), False, True),  # a router's page
+        (ServerError("busy", status=503), False, False),
+        (DifyConnectionError("refused"), False, False),
+        (UnexpectedResponseError("a web page", status=200, transient=True), False, True),
+        (UnexpectedResponseError("a proxy's page", status=200, transient=True), True, False),
+    ],
+    ids=["not-found", "router-404", "503", "refused", "page-before-contact", "page-after"],
+)
+def test_what_ends_a_wait_at_once(error: DifyError, contacted: bool, at_once: bool) -> None:
+    """Definite answers and setup mistakes end a wait; what may pass is ridden out."""
+    assert ends_wait_at_once(error, contacted=contacted) is at_once
+
+
+def test_an_unknown_host_ends_a_wait_at_once() -> None:
+    """A connection error marked definite (unknown host, refused certificate) is not retried."""
+    error = DifyConnectionError("unknown host")
+    error.definite = True
+    assert ends_wait_at_once(error, contacted=True)
