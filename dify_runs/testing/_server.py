@@ -26,9 +26,9 @@ from ._events import EventStreamSettings
 from ._faults import Fault, FaultRules
 from ._form_route import answer_form, find_form, get_form, post_form
 from ._forms import HumanInputNode, HumanInputRun
-from ._http import APP_KEY, error_answer, json_answer
+from ._http import APP_KEY, json_answer
 from ._log import LoggedRequest, RequestLog
-from ._logs import LogQueryError, log_page, parse_log_query
+from ._logs import get_logs
 from ._records import chat_parameters, parameters
 from ._router import Router
 from ._run_routes import get_events, get_run
@@ -549,20 +549,9 @@ class FakeDify:
         return self._json(parameters(self.required_inputs, self.optional_inputs))
 
     async def _get_logs(self, request: web.Request) -> web.StreamResponse:
-        try:
-            query = parse_log_query(request.query, self._quirks)
-        except LogQueryError as exc:
-            return error_answer(self._quirks, 400, "invalid_param", str(exc), params=exc.params)
-        app_key = request[APP_KEY]
-        page = log_page(
-            (run for run in self.runs.values() if run.app_key == app_key),
-            query,
-            now=self.clock(),
-            quirks=self._quirks,
-            version=self.workflow_version,
-            ties=self._log_ties,
+        return get_logs(
+            request, self.runs, self._now, self._quirks, self.workflow_version, self._log_ties
         )
-        return self._json(page)
 
     async def _get_events(self, request: web.Request) -> web.StreamResponse:
         settings = EventStreamSettings(
