@@ -1,39 +1,40 @@
-"""The ``dify-runs`` command: get, wait, run, list, forms, answer, simulate and demo."""
+"""The ``dify-runs`` command: its arguments, ``main`` and the console script.
+
+Each command's work lives by its job: ``_cli_runs.py`` (get, wait, run, list),
+``_cli_forms.py`` (forms, answer), ``_cli_simulate.py`` (simulate), ``_demo.py``
+(demo); ``_cli_client.py`` holds what the commands that talk to Dify share.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, NoReturn
 
 from . import __version__, _protocol
-from ._client import DEFAULT_TIMEOUT, DifyClient
+from ._cli_client import origins_of
+from ._cli_forms import answer_command, forms_command
+from ._cli_runs import get_command, list_command, run_command, wait_command
+from ._cli_simulate import SERVER_VERSIONS, simulate_command
+from ._client import DEFAULT_TIMEOUT
 from ._console import (
-    EXIT_FAILED,
-    EXIT_OK,
     EXIT_PIPE,
     EXIT_USAGE,
     CommandFailed,
     Origins,
     describe_error,
     exit_for_error,
-    form_json,
-    iso_utc,
     log_to_stderr,
-    record_json,
     say,
-    wait_all,
 )
-from ._demo import SIMULATED_FAILURES, demo
-from ._errors import BadRequestError, ConfigurationError, DifyError, RunNotFoundError
-from ._models import HumanInputForm, RunStatus, StartedRun, WorkflowRun
+from ._demo import demo
+from ._errors import DifyError
 from ._wait import DEFAULT_WAIT_TIMEOUT
 
 EPILOG = f"""\
@@ -56,12 +57,6 @@ The API key comes from --api-key or the DIFY_API_KEY environment variable, the
 server from --base-url, then DIFY_BASE_URL, then {_protocol.DEFAULT_BASE_URL};
 messages say which. The key is never printed.
 """
-
-_SERVER_VERSIONS = ("1.0.1", "1.12.1", "1.13.2", "1.14.2")
-#: Versions whose paused runs wait on a form the API answers (Dify 1.14 and newer).
-_FORM_VERSIONS = frozenset({"1.14.2"})
-#: The end user of the runs ``simulate`` scripts (``forms``, ``answer`` and ``wait`` ask for it).
-_SIMULATED_USER = "fake-user"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -312,7 +307,7 @@ def _build_parser() -> _Parser:
         "--version",
         dest="server_version",
         default="1.13.2",
-        choices=_SERVER_VERSIONS,
+        choices=SERVER_VERSIONS,
         help="the Dify version whose behaviour to imitate (default: %(default)s)",
     )
     simulate.add_argument(
@@ -386,317 +381,19 @@ def _secrets(argv: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-def _origins(args: argparse.Namespace) -> Origins:
-    """Where the base URL and the key come from; the command passes the client both."""
-    if args.base_url:
-        base_url, base_url_from = args.base_url, "--base-url"
-    elif os.environ.get("DIFY_BASE_URL"):
-        base_url = os.environ["DIFY_BASE_URL"]
-        base_url_from = "the DIFY_BASE_URL environment variable"
-    else:
-        base_url, base_url_from = _protocol.DEFAULT_BASE_URL, "the default"
-    api_key_from = (
-        "--api-key" if args.api_key is not None else "the DIFY_API_KEY environment variable"
-    )
-    return Origins(base_url=base_url, base_url_from=base_url_from, api_key_from=api_key_from)
-
-
-def _client(args: argparse.Namespace, origins: Origins) -> DifyClient:
-    key = args.api_key if args.api_key is not None else os.environ.get("DIFY_API_KEY", "")
-    if not key.strip():
-        raise ConfigurationError("no Dify API key: pass --api-key KEY or set DIFY_API_KEY")
-    return DifyClient(key, base_url=origins.base_url, request_timeout=args.request_timeout)
-
-
-def _check_ids(run_ids: Sequence[str]) -> None:
-    """Refuse a malformed id before anything is sent (a usage error)."""
-    for run_id in run_ids:
-        _protocol.canonical_run_id(run_id)
-
-
-async def _get(args: argparse.Namespace, origins: Origins) -> int:
-    _check_ids(args.run_ids)
-    async with _client(args, origins) as client:
-        results = await client.get_runs(args.run_ids)
-    code = EXIT_OK
-    for run_id, result in zip(args.run_ids, results, strict=True):
-        if isinstance(result, WorkflowRun):
-            say(sys.stdout, record_json(result))
-        elif exit_for_error(result) == EXIT_USAGE:
-            raise result  # one line for the whole command, not one per id
-        else:
-            say(sys.stderr, f"dify-runs: {run_id}: {describe_error(result, origins)}")
-            code = max(code, exit_for_error(result))
-    return code
-
-
-async def _wait(args: argparse.Namespace, origins: Origins) -> int:
-    _check_ids(args.run_ids)
-    async with _client(args, origins) as client:
-        _, code = await wait_all(
-            client,
-            args.run_ids,
-            timeout=args.timeout,
-            as_json=args.json,
-            user=args.user,
-            origins=origins,
-            suggest_answers=True,
-        )
-    return code
-
-
-def _started_json(started: StartedRun) -> str:
-    payload = {
-        "run_id": started.run_id,
-        "task_id": started.task_id,
-        "workflow_id": started.workflow_id,
-        "created_at": iso_utc(started.created_at),
-    }
-    return json.dumps(payload, sort_keys=True)
-
-
-def _pairs(items: Sequence[str], shape: str) -> dict[str, Any]:
-    """The ``--input`` values as a mapping; ``shape`` names their form in the error."""
-    found: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigurationError(f"--input needs {shape}, got {item!r}")
-        found[key] = value
-    return found
-
-
-async def _run(args: argparse.Namespace, origins: Origins) -> int:
-    inputs = _pairs(args.input, "KEY=VALUE")
-    async with _client(args, origins) as client:
-        started = await client.start_run(inputs=inputs, user=args.user)
-        say(sys.stdout, _started_json(started))
-        if not args.wait:
-            return EXIT_OK
-        _, code = await wait_all(
-            client,
-            [started.run_id],
-            timeout=args.timeout,
-            as_json=True,
-            user=started.user,
-            origins=origins,
-            suggest_answers=True,
-        )
-    return code
-
-
-async def _pending_forms(client: DifyClient, run_id: str, user: str) -> list[HumanInputForm]:
-    """The forms ``run_id`` waits on; a run found only without ``user`` is not theirs."""
-    try:
-        return await client.pending_forms(run_id, user=user)
-    except RunNotFoundError:
-        await client.get_run(run_id)  # raises RunNotFoundError again if there is no such run
-        raise CommandFailed(
-            f"{run_id} was not started by end user {user}: Dify names a run's forms only "
-            "to the user who started it (pass theirs with --user)",
-            EXIT_USAGE,
-        ) from None
-
-
-def _no_form(run: WorkflowRun) -> str:
-    """Why ``run`` waits on no form that can be answered."""
-    if run.status is RunStatus.PAUSED:
-        return (
-            f"{run.id} is paused, but none of its forms takes an answer now: each expired "
-            "or was answered (an answered run goes on in a moment)"
-        )
-    return f"{run.id} waits on no form (its status is {run.status.value})"
-
-
-async def _forms(args: argparse.Namespace, origins: Origins) -> int:
-    _check_ids([args.run_id])
-    async with _client(args, origins) as client:
-        forms = await _pending_forms(client, args.run_id, args.user)
-        for form in forms:
-            say(sys.stdout, form_json(form))
-        if not forms:
-            say(sys.stderr, f"dify-runs: {_no_form(await client.get_run(args.run_id))}")
-    return EXIT_OK
-
-
-def _listed(forms: Sequence[HumanInputForm]) -> str:
-    """The forms' tokens, each with the node that asks, for a message."""
-    return ", ".join(f"{form.token} ({form.node_title or form.node_id})" for form in forms)
-
-
-async def _chosen_token(
-    client: DifyClient, args: argparse.Namespace, forms: Sequence[HumanInputForm]
-) -> str:
-    """The token of the form to answer.
-
-    With ``--token`` and no form that takes an answer on a paused run, the
-    token is still sent: Dify's answer says why it takes none (expired,
-    answered already).
-
-    Raises:
-        CommandFailed: No form waits (exit 1); several wait and no ``--token``
-            chose one, or ``--token`` names none of them (exit 2).
-    """
-    if not forms:
-        run = await client.get_run(args.run_id)
-        if args.token is None or run.status is not RunStatus.PAUSED:
-            raise CommandFailed(_no_form(run), EXIT_FAILED)
-        return str(args.token)
-    if args.token is not None:
-        if all(form.token != args.token for form in forms):
-            raise CommandFailed(
-                f"{args.run_id} waits on no form with token {args.token}, but on: "
-                + _listed(forms),
-                EXIT_USAGE,
-            )
-        return str(args.token)
-    if len(forms) > 1:
-        raise CommandFailed(
-            f"{args.run_id} waits on {len(forms)} forms; choose one with --token: "
-            + _listed(forms),
-            EXIT_USAGE,
-        )
-    return forms[0].token
-
-
-def _refused(error: BadRequestError, form: HumanInputForm | None) -> CommandFailed:
-    """An answer Dify refused (``invalid_form_data``), with what the form offers."""
-    message = describe_error(error)
-    if form is not None:
-        message += "; the form's actions: " + ", ".join(action.id for action in form.actions)
-        if form.inputs:
-            fields = ", ".join(field.name for field in form.inputs)
-            message += f"; its inputs: {fields} (give each as --input NAME=VALUE)"
-    return CommandFailed(message, EXIT_USAGE)
-
-
-async def _answer(args: argparse.Namespace, origins: Origins) -> int:
-    _check_ids([args.run_id])
-    inputs = _pairs(args.input, "NAME=VALUE")
-    async with _client(args, origins) as client:
-        forms = await _pending_forms(client, args.run_id, args.user)
-        token = await _chosen_token(client, args, forms)
-        form = next((form for form in forms if form.token == token), None)
-        try:
-            await client.submit_form(token, action=args.action, inputs=inputs, user=args.user)
-        except BadRequestError as error:
-            if error.code != "invalid_form_data":
-                raise
-            raise _refused(error, form) from None
-        except RunNotFoundError:
-            raise CommandFailed(
-                f"{args.run_id}: no form of this app has the token {token}", EXIT_FAILED
-            ) from None
-        except DifyError as error:
-            if exit_for_error(error) == EXIT_USAGE:
-                raise
-            raise CommandFailed(
-                f"{args.run_id}: form {token}: {describe_error(error, origins)}",
-                exit_for_error(error),
-            ) from None
-        answered = {
-            "run_id": args.run_id,
-            "token": token,
-            "node_id": None if form is None else form.node_id,
-            "action": args.action,
-        }
-        say(sys.stdout, json.dumps(answered, ensure_ascii=False, sort_keys=True))
-        if not args.wait:
-            return EXIT_OK
-        # The client that answered: its wait skips the paused that Dify still shows.
-        _, code = await wait_all(
-            client,
-            [args.run_id],
-            timeout=args.timeout,
-            as_json=True,
-            user=args.user,
-            origins=origins,
-            suggest_answers=True,
-        )
-    return code
-
-
-async def _list(args: argparse.Namespace, origins: Origins) -> int:
-    since = None if args.since is None else datetime.now(timezone.utc) - args.since
-    async with _client(args, origins) as client:
-        listing = client.list_runs(
-            status=args.status,
-            user=args.user,
-            keyword=args.keyword,
-            created_after=since,
-            page_size=args.page_size,
-        )
-        async for summary in listing:
-            say(sys.stdout, record_json(summary))
-    return EXIT_OK
-
-
-async def _simulate(args: argparse.Namespace) -> int:
-    # Only this command needs the simulator.
-    from .testing import DEFAULT_API_KEY, FakeDify, FormField, HumanInputNode  # noqa: PLC0415
-
-    fake = FakeDify(
-        host=args.host, port=args.port, version=args.server_version, default_duration=args.duration
-    )
-    try:
-        await fake.start()
-    except OSError as error:
-        await fake.close()
-        reason = error.strerror or str(error)
-        raise ConfigurationError(
-            f"cannot listen on {args.host}:{args.port}: {reason} (choose another --port)"
-        ) from None
-    try:
-        say(sys.stdout, f"Dify {args.server_version} simulator at {fake.base_url}")
-        say(sys.stdout, f"API key: {DEFAULT_API_KEY}")
-        forms = args.server_version in _FORM_VERSIONS
-        plain = args.runs if args.runs is not None else (0 if args.scripted else 3)
-        script = [("succeeded", None)] * plain + args.scripted
-        for index, (kind, seconds) in enumerate(script):
-            after = args.duration if seconds is None else seconds
-            if kind == "paused" and forms:  # a Human Input node: its form takes the answer
-                approval = HumanInputNode(
-                    at=after, title="Approval", inputs=[FormField(name="comment")]
-                )
-                run_id = fake.add_run(
-                    duration=after + args.duration,
-                    inputs={"query": "the release notes"},
-                    human_input=[approval],
-                    user=_SIMULATED_USER,
-                )
-            elif kind == "paused":  # until answered; then it runs --duration more and succeeds
-                run_id = fake.add_run(pause_at=after, duration=after + args.duration)
-            else:
-                failure = SIMULATED_FAILURES[index % len(SIMULATED_FAILURES)]
-                run_id = fake.add_run(
-                    status=kind, duration=after, error=failure if kind == "failed" else None
-                )
-            line = f"run {run_id} {kind} after {after:g} s"
-            if kind == "paused" and forms:
-                line += f" (its form: dify-runs forms {run_id} --user {_SIMULATED_USER})"
-            say(sys.stdout, line)
-        if args.lifetime is None:  # pragma: no cover - interactive, ends with Ctrl-C
-            await asyncio.Event().wait()
-        else:
-            await asyncio.sleep(args.lifetime)
-    finally:
-        await fake.close()
-    return EXIT_OK
-
-
 async def _dispatch(args: argparse.Namespace, origins: Origins | None) -> int:
     if origins is not None:  # the commands that talk to Dify
         commands = {
-            "get": _get,
-            "wait": _wait,
-            "run": _run,
-            "list": _list,
-            "forms": _forms,
-            "answer": _answer,
+            "get": get_command,
+            "wait": wait_command,
+            "run": run_command,
+            "list": list_command,
+            "forms": forms_command,
+            "answer": answer_command,
         }
         return await commands[args.command](args, origins)
     if args.command == "simulate":
-        return await _simulate(args)
+        return await simulate_command(args)
     return await demo(
         runs=args.runs, seed=args.seed, longest=args.longest, out=sys.stdout, err=sys.stderr
     )
@@ -715,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     _Parser.secrets = _secrets(arguments)
     args = parser.parse_args(arguments)
-    origins = _origins(args) if hasattr(args, "api_key") else None
+    origins = origins_of(args) if hasattr(args, "api_key") else None
     try:
         with log_to_stderr(getattr(args, "verbose", False)):
             return asyncio.run(_dispatch(args, origins))

@@ -1,8 +1,8 @@
 """What the command line shows: exit codes, live progress, result lines, log lines.
 
-``_cli`` (the commands) and ``_demo`` (the demo) both wait for runs on a
-terminal; this module owns what they share, so neither imports the other's
-internals.
+The commands (``_cli`` and its ``_cli_*`` modules) and ``_demo`` (the demo)
+both wait for runs on a terminal; this module owns what they share, so neither
+imports the other's internals.
 """
 
 from __future__ import annotations

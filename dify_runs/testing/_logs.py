@@ -1,4 +1,7 @@
-"""The workflow logs (``GET /workflows/logs``): query checks and pages, as pure functions."""
+"""The workflow logs (``GET /workflows/logs``): query checks and pages, and the route.
+
+The checks and pages are pure functions; :func:`get_logs` answers a request with them.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ import json
 import random
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timezone
 from typing import Any
 
 import attrs
+from aiohttp import web
 
 from ._apps import SimulatedRun
+from ._http import APP_KEY, error_answer, json_answer
 from ._isodate import isoparse
 from ._records import end_user_id, run_record
 from ._versions import Quirks
@@ -327,3 +332,32 @@ def log_page(
         "has_more": len(rows) > query.page * query.limit,
         "data": [row for _, _, row in rows[start : start + query.limit]],
     }
+
+
+def get_logs(
+    request: web.Request,
+    runs: Mapping[str, SimulatedRun],
+    clock: Callable[[], float],
+    quirks: Quirks,
+    version: str,
+    ties: random.Random | None,
+) -> web.Response:
+    """Answer ``GET /workflows/logs``: a page of the calling app's runs (see :func:`log_page`).
+
+    A query Dify refuses gets its 400 ``invalid_param``; ``clock`` dates the page
+    and ``version`` is the workflow's as the rows show it.
+    """
+    try:
+        query = parse_log_query(request.query, quirks)
+    except LogQueryError as exc:
+        return error_answer(quirks, 400, "invalid_param", str(exc), params=exc.params)
+    app_key = request[APP_KEY]
+    page = log_page(
+        (run for run in runs.values() if run.app_key == app_key),
+        query,
+        now=clock(),
+        quirks=quirks,
+        version=version,
+        ties=ties,
+    )
+    return json_answer(quirks, page)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
@@ -26,9 +25,10 @@ from ._events import EventStreamSettings
 from ._faults import Fault, FaultRules
 from ._form_route import answer_form, find_form, get_form, post_form
 from ._forms import HumanInputNode, HumanInputRun
-from ._http import APP_KEY, error_answer, json_answer
+from ._http import APP_KEY, json_answer
+from ._ids import seeded_uuid4
 from ._log import LoggedRequest, RequestLog
-from ._logs import LogQueryError, log_page, parse_log_query
+from ._logs import get_logs
 from ._records import chat_parameters, parameters
 from ._router import Router
 from ._run_routes import get_events, get_run
@@ -148,8 +148,8 @@ class FakeDify:
         published = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
         self.workflow_version = published.strftime("%Y-%m-%d %H:%M:%S.%f")
         """The published workflow's version as the logs show it: the date it was published."""
-        self.workflow_id = _uuid4(random.Random(seed))
-        self.app_id = _uuid4(random.Random(seed + 1))
+        self.workflow_id = seeded_uuid4(random.Random(seed))
+        self.app_id = seeded_uuid4(random.Random(seed + 1))
         self.runs: dict[str, SimulatedRun] = {}
         """Every run on the server by id, scripted with :meth:`add_run` or started by a client.
 
@@ -251,8 +251,8 @@ class FakeDify:
             key = f"app-{self._app_ids.getrandbits(96):024x}"
         if key in self.apps:
             raise ValueError(f"an app with key {key!r} exists already")
-        app_id = _uuid4(self._app_ids)
-        workflow_id = None if mode == "chat" else _uuid4(self._app_ids)
+        app_id = seeded_uuid4(self._app_ids)
+        workflow_id = None if mode == "chat" else seeded_uuid4(self._app_ids)
         self.apps[key] = SimulatedApp(
             key=key,
             mode=mode,
@@ -528,7 +528,7 @@ class FakeDify:
         return app
 
     def _new_id(self) -> str:
-        return _uuid4(self._ids)
+        return seeded_uuid4(self._ids)
 
     def _state(self, run: SimulatedRun) -> RunState:
         return run.state(self.clock(), self._quirks)
@@ -549,20 +549,9 @@ class FakeDify:
         return self._json(parameters(self.required_inputs, self.optional_inputs))
 
     async def _get_logs(self, request: web.Request) -> web.StreamResponse:
-        try:
-            query = parse_log_query(request.query, self._quirks)
-        except LogQueryError as exc:
-            return error_answer(self._quirks, 400, "invalid_param", str(exc), params=exc.params)
-        app_key = request[APP_KEY]
-        page = log_page(
-            (run for run in self.runs.values() if run.app_key == app_key),
-            query,
-            now=self.clock(),
-            quirks=self._quirks,
-            version=self.workflow_version,
-            ties=self._log_ties,
+        return get_logs(
+            request, self.runs, self._now, self._quirks, self.workflow_version, self._log_ties
         )
-        return self._json(page)
 
     async def _get_events(self, request: web.Request) -> web.StreamResponse:
         settings = EventStreamSettings(
@@ -607,8 +596,3 @@ class FakeDify:
                 self.stop(run.id)
         # Dify acknowledges any task id, known or not.
         return self._json({"result": "success"}, charset=True)
-
-
-def _uuid4(source: random.Random) -> str:
-    """A version-4 UUID drawn from a seeded random source."""
-    return str(uuid.UUID(int=source.getrandbits(128), version=4))
