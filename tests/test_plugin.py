@@ -161,7 +161,8 @@ def test_fake_dify_in_a_plain_test_fails_at_once(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(
         ["*fake_dify answers from the test's event loop, which does not run during a plain*"]
     )
-    assert result.stdout.str().count("use the fake_dify_thread fixture") == 2
+    # Twice per error, or more: the short summary repeats it where the terminal is wide.
+    assert result.stdout.str().count("use the fake_dify_thread fixture") >= 2
     assert "DifyTimeoutError" not in result.stdout.str()
 
 
