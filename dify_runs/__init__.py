@@ -1,14 +1,17 @@
 """dify_runs: look up and wait for Dify workflow runs from async Python.
 
-The data path, one module each: ``_client`` (aiohttp session layer) ->
-``_protocol`` (pure: status, headers, bytes -> record or error) -> ``_convert``
-(cattrs: JSON -> attrs records in ``_models``). Around it: ``_retry`` (the
-retry rule, pure), ``_limits`` (the adaptive limit), ``_scheduler`` (one poll
-scheduler per client), ``_listen`` (waits that follow a run's event stream) and
-``_wait`` (what each wait asks of it).
+The data path, one module each: ``_transport`` (the aiohttp session layer and
+the one request path every request takes) -> ``_protocol`` (pure: status,
+headers, bytes -> record or error; ``_logs_protocol`` and ``_forms_protocol``
+for logs and forms) -> ``_convert`` (cattrs: JSON -> attrs records in
+``_models``). The operations compose them: ``_lookups``, ``_listings``,
+``_start`` (starting and stopping runs), ``_forms`` (human-input forms) and the
+waits: ``_scheduler`` (one poll scheduler per client), ``_listen`` and
+``_streams`` (waits that follow a run's event stream) and ``_wait`` (what each
+wait asks of it). Around them: ``_retry`` (the retry rule, pure) and
+``_limits`` (the adaptive limit). ``_client`` is the facade, ``_sync`` its
+generated blocking twin.
 """
-
-from __future__ import annotations
 
 import importlib.metadata
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import ModuleType
 
 import dify_runs
 
@@ -102,3 +103,12 @@ def test_the_data_path_reads_in_file_order() -> None:
         assert (PACKAGE / f"{part}.py").exists()
     for part in ("_scheduler", "_wait", "_sync"):
         assert (PACKAGE / f"{part}.py").exists()
+
+
+def test_the_top_level_namespace_is_the_public_api() -> None:
+    """dir(dify_runs) shows the public names and its submodules, nothing else (no annotations)."""
+    import dify_runs
+
+    public = {name for name in dir(dify_runs) if not name.startswith("_")}
+    submodules = {name for name in public if isinstance(getattr(dify_runs, name), ModuleType)}
+    assert public - submodules == {name for name in dify_runs.__all__ if not name.startswith("_")}

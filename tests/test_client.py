@@ -542,8 +542,8 @@ async def test_redirect_loop_gives_up(serve: Serve) -> None:
 async def test_body_above_cap_with_length_is_refused(
     fake: FakeDify, make_client: MakeClient
 ) -> None:
-    """A body whose Content-Length is above the cap is refused unread."""
-    with pytest.raises(UnexpectedResponseError, match="limit"):
+    """A body whose Content-Length is above the cap is refused unread, naming the setting."""
+    with pytest.raises(UnexpectedResponseError, match=r"limit \(max_body_size=\)"):
         await make_client(fake, max_body_size=100).get_run(fake.add_run())
 
 
@@ -564,7 +564,7 @@ async def test_streamed_body_above_cap_is_refused(serve: Serve) -> None:
         return response
 
     async with DifyClient("k", base_url=await serve(endless), max_body_size=1_000_000) as client:
-        with pytest.raises(UnexpectedResponseError, match="limit"):
+        with pytest.raises(UnexpectedResponseError, match=r"limit \(max_body_size=\)"):
             await client.get_run(MISSING)
     assert len(sent) < 10_000
 

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from dify_runs import (
+    AuthenticationError,
     BadRequestError,
     ConfigurationError,
     DifyAPIError,
@@ -363,3 +364,12 @@ async def test_a_run_that_never_starts_says_why(serve: Serve) -> None:
             await client.start_run(inputs={}, user="u")
     assert "required input" in str(info.value)
     assert "0.2 s" in str(info.value)
+
+
+async def test_a_refused_key_sends_no_post(quick: FakeDify) -> None:
+    """The input check's 401 is the start's answer too: no POST is sent, nothing is started."""
+    async with DifyClient("app-wrong-key", base_url=quick.base_url) as client:
+        with pytest.raises(AuthenticationError):
+            await client.start_run(inputs={"query": "x"}, user="u")
+    assert quick.count(route="parameters") == 1
+    assert quick.count(route="start_run") == 0
