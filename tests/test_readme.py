@@ -81,10 +81,11 @@ def test_readme_program_runs(
 
 @pytest.mark.parametrize("source", USER_TESTS.values(), ids=USER_TESTS.keys())
 def test_readme_user_test_passes(source: str, pytester: pytest.Pytester) -> None:
-    """The pytest example passes with the installed plugin's fixtures (no conftest)."""
-    pytester.makeini(
-        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    """The pytest example passes, warning-free, with the README's own pytest settings (no conftest)."""
+    [settings] = re.findall(
+        r"```toml\n(\[tool\.pytest\.ini_options\].*?)```", README.read_text(), re.DOTALL
     )
+    pytester.makepyprojecttoml(settings)
     pytester.makepyfile(test_readme_example=source)
     result = pytester.runpytest_inprocess("-W", "error", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=source.count("\nasync def test_"))
