@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -99,9 +100,16 @@ class FormBook:
         return False
 
 
-def _not_a_route(error: DifyAPIError) -> bool:
-    """The router's 404 (no Dify code): the server has no such route."""
-    return error.status == 404 and error.code is None
+@contextlib.contextmanager
+def _route_of_1_14(route: str) -> Iterator[None]:
+    """Turn the router's 404 (no Dify code) into the error that says the route needs 1.14."""
+    try:
+        yield
+    except DifyAPIError as error:
+        if error.status == 404 and error.code is None:
+            message = _NEEDS_1_14.format(route=route)
+            raise DifyAPIError(message, status=404, body=error.body) from error
+        raise
 
 
 async def pending_forms(
@@ -117,17 +125,12 @@ async def pending_forms(
     forms: list[HumanInputForm] = []
     for token, (node_id, node_title) in announced.items():
         try:
-            form = await transport.request(
-                "GET", _forms_protocol.form_path(token), _form_reader(token), measure=False
-            )
+            with _route_of_1_14("form"):
+                form = await transport.request(
+                    "GET", _forms_protocol.form_path(token), _form_reader(token), measure=False
+                )
         except (FormExpiredError, FormAlreadySubmittedError):
             continue  # no longer waiting for an answer
-        except DifyAPIError as error:
-            if _not_a_route(error):
-                raise DifyAPIError(
-                    _NEEDS_1_14.format(route="form"), status=404, body=error.body
-                ) from error
-            raise
         form = attrs.evolve(form, node_id=node_id, node_title=node_title)
         book.remember(canonical, form)
         forms.append(form)
@@ -164,16 +167,11 @@ async def _announced_forms(
                     return  # the replay ends at the pause (or the run ended meanwhile)
 
     try:
-        # A run resumed meanwhile goes live after the replay: never wait for it long.
-        await asyncio.wait_for(read(), transport.request_timeout)
+        with _route_of_1_14("run event stream"):
+            # A run resumed meanwhile goes live after the replay: never wait for it long.
+            await asyncio.wait_for(read(), transport.request_timeout)
     except asyncio.TimeoutError:
         logger.info("run %s: its state snapshot did not reach the pause in time", run_id)
-    except DifyAPIError as error:
-        if _not_a_route(error):
-            raise DifyAPIError(
-                _NEEDS_1_14.format(route="run event stream"), status=404, body=error.body
-            ) from error
-        raise
     return found
 
 
@@ -205,7 +203,7 @@ async def submit_form(
             "user is required: pass user= (any end user of the app may answer a form)"
         )
     body = _forms_protocol.form_submission(action=action, user=who, inputs=inputs)
-    try:
+    with _route_of_1_14("form"):
         await transport.request(
             "POST",
             path,
@@ -214,12 +212,6 @@ async def submit_form(
             idempotent=False,  # an answer is taken once: a second one gets 412
             measure=False,
         )
-    except DifyAPIError as error:
-        if _not_a_route(error):
-            raise DifyAPIError(
-                _NEEDS_1_14.format(route="form"), status=404, body=error.body
-            ) from error
-        raise
     if known is not None:
         book.answer(known[0], transport.clock())
 

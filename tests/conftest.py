@@ -70,6 +70,20 @@ def pytest_configure(config: pytest.Config) -> None:
     asyncio.set_event_loop(None)
 
 
+class InstantClock:
+    """A clock whose sleeps return at once, moving it on: backoffs and polls cost no time."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, delay: float) -> None:
+        self.time += max(0.0, delay)
+        await asyncio.sleep(0)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Serve = Callable[..., Awaitable[str]]
 

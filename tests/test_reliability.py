@@ -31,7 +31,7 @@ from dify_runs import (
 )
 from dify_runs.testing import FakeDify, Fault
 
-from .conftest import Handler, client_tasks
+from .conftest import Handler, InstantClock, client_tasks
 
 SEED = 2026
 WAITS = 200
@@ -159,20 +159,6 @@ async def test_fault_matrix(budget: str, reliability_figures: dict[str, Any]) ->
         "tasks_pending": len(other_tasks()),
         "seconds": round(time.monotonic() - started, 1),
     }
-
-
-class InstantClock:
-    """A clock whose sleeps return at once, moving it on: backoffs and polls cost no time."""
-
-    def __init__(self) -> None:
-        self.time = 0.0
-
-    def now(self) -> float:
-        return self.time
-
-    async def sleep(self, delay: float) -> None:
-        self.time += max(0.0, delay)
-        await asyncio.sleep(0)
 
 
 async def sweep(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import traceback
@@ -26,6 +25,7 @@ from dify_runs import (
     wait_for_run,
 )
 from dify_runs.testing import FakeDify, Fault
+from tests.conftest import InstantClock
 
 KEY = "app-Sup3rSecretKey-0123456789abcdef"
 DATA = Path(__file__).parent / "data"
@@ -57,20 +57,6 @@ def all_logs() -> Any:
     yield recorder
     root.removeHandler(recorder)
     root.setLevel(previous)
-
-
-class InstantClock:
-    """A clock whose sleeps return at once, moving it on: backoffs cost no time."""
-
-    def __init__(self) -> None:
-        self.time = 0.0
-
-    def now(self) -> float:
-        return self.time
-
-    async def sleep(self, delay: float) -> None:
-        self.time += max(0.0, delay)
-        await asyncio.sleep(0)
 
 
 async def test_key_never_shown(all_logs: Recorder, reliability_figures: dict[str, Any]) -> None:
