@@ -35,7 +35,13 @@ from typing import Any, Protocol
 import attrs
 
 from . import _protocol
-from ._errors import ClientClosedError, DifyError, DifyTimeoutError, WaitTimeoutError
+from ._errors import (
+    ClientClosedError,
+    DifyConnectionError,
+    DifyError,
+    DifyTimeoutError,
+    WaitTimeoutError,
+)
 from ._limits import Gate, Ticket
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
@@ -499,7 +505,7 @@ class Scheduler:
             now=now,
             deadline=latest,
             draw=self._random(),
-            at_most=max(self._rule.initial, entry.policy.delay(entry.polls)),
+            at_most=_retry_at_most(error, self._rule.initial, entry.policy.delay(entry.polls)),
         )
         entry.failures += 1
         if decision.reason == "budget":
@@ -584,6 +590,18 @@ class Scheduler:
         self._dispatcher = self._timekeeper = None
         self._due.clear()
         self._deadlines.clear()
+
+
+def _retry_at_most(error: DifyError, initial: float, poll_delay: float) -> float:
+    """The longest wait before a failed poll's retry: its own poll delay, at most.
+
+    A refused connection (the server is down, or restarting) is retried every
+    ``initial`` seconds: it costs the server nothing, and the wait ends soon
+    after the server is back.
+    """
+    if isinstance(error, DifyConnectionError) and not error.sent:
+        return initial
+    return max(initial, poll_delay)
 
 
 def _copy(error: BaseException) -> BaseException:

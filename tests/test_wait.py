@@ -518,3 +518,33 @@ async def test_a_base_url_serving_web_pages_fails_the_wait_at_once(serve: Serve)
         with pytest.raises(UnexpectedResponseError):
             await client.wait_for_run(MISSING, timeout=5)  # riding it out: a WaitTimeoutError
     assert len(requests) == 1
+
+
+async def test_waits_ride_out_a_restart(vclock: VirtualClock, make_client: MakeClient) -> None:
+    """The API down for 10 s mid-wait (connections refused): 40 true statuses, <= 1 s after."""
+    fake = FakeDify(version="1.13.2", clock=vclock.now)
+    await fake.start()
+    try:
+        client = make_client(fake)
+        ids = [
+            fake.add_run(duration=5 + n % 4, status="failed" if n % 5 else "succeeded")
+            for n in range(40)
+        ]
+        ended: dict[str, float] = {}
+
+        async def wait(run_id: str) -> RunStatus:
+            run = await client.wait_for_run(run_id, timeout=180)
+            ended[run_id] = vclock.now()
+            return run.status
+
+        waits = [asyncio.ensure_future(wait(run_id)) for run_id in ids]
+        await asyncio.sleep(2)
+        await fake.close()  # as `docker restart` does: every connection refused
+        await asyncio.sleep(10)
+        await fake.start()  # back, on the same port
+        back = vclock.now()
+        statuses = await asyncio.gather(*waits)
+        assert statuses == [fake.runs[run_id].status for run_id in ids]
+        assert max(ended.values()) - back <= 1.0
+    finally:
+        await fake.close()
