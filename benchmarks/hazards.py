@@ -334,10 +334,13 @@ class ChunkedFinish(FakeDify):
         }
         payload = {"event": "workflow_finished", "workflow_run_id": run.id, "data": data}
         event = b"data: " + json.dumps(payload).encode() + b"\n\n"
-        for start in range(0, len(event), self.chunk):
-            await response.write(event[start : start + self.chunk])
-            await asyncio.sleep(0.001)
-        await response.write_eof()
+        try:
+            for start in range(0, len(event), self.chunk):
+                await response.write(event[start : start + self.chunk])
+                await asyncio.sleep(0.001)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client had what it needed and closed the stream
         return response
 
 
