@@ -89,7 +89,8 @@ def demo(session: nox.Session) -> None:
 @nox.session(python="3.11", default=False)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and write docs/performance.md and benchmarks/results.json."""
-    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    # [testing]: looptime, for the benchmarks that run on virtual time.
+    session.install("-e", ".[testing]", "-r", "benchmarks/requirements.txt")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 

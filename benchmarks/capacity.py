@@ -1,8 +1,8 @@
 """Capacity: how fast a fan-out goes against a server of known capacity, and what it costs it.
 
 Every figure runs against the simulator's capacity model (one worker serving requests in
-arrival order, ``FakeDify(capacity=...)``) on a virtual clock shared by client and server, so
-the times below are the server's own seconds, not this machine's.
+arrival order, ``FakeDify(capacity=...)``) on virtual time (the event loop's clock, which client
+and server both follow), so the times below are the server's own seconds, not this machine's.
 
 - ``get_runs``: 1,000 lookups with a default client against one worker of 160 requests per
   second (a real Dify API worker's ceiling), and against a proxy admitting 100 per second and
@@ -24,7 +24,7 @@ import statistics
 from typing import Any
 
 from dify_runs import DifyClient, DifyError
-from dify_runs.testing import FakeDify, VirtualClock
+from dify_runs.testing import FakeDify, VirtualClock, virtual_time
 
 
 def percentile(values: list[float], percent: float) -> float:
@@ -48,24 +48,27 @@ async def sample_limiter(
                 "in_flight": client.limiter.in_flight,
             }
         )
-        await clock.sleep(every)
+        await asyncio.sleep(every)
 
 
 async def get_runs(
     count: int, capacity: float, *, overload: str = "queue", queue_limit: int = 0
 ) -> dict[str, Any]:
-    clock = VirtualClock()
+    with virtual_time() as clock:
+        return await _get_runs(clock, count, capacity, overload=overload, queue_limit=queue_limit)
+
+
+async def _get_runs(
+    clock: VirtualClock, count: int, capacity: float, *, overload: str, queue_limit: int
+) -> dict[str, Any]:
     async with FakeDify(
         clock=clock.now,
-        sleep=clock.sleep,
         capacity=capacity,
         overload=overload,  # type: ignore[arg-type]
         queue_limit=queue_limit,
     ) as fake:
         ids = [fake.add_run(duration=0) for _ in range(count)]
-        async with DifyClient(
-            fake.api_key, base_url=fake.base_url, clock=clock.now, sleep=clock.sleep
-        ) as client:
+        async with DifyClient(fake.api_key, base_url=fake.base_url) as client:
             samples: list[dict[str, Any]] = []
             sampler = asyncio.ensure_future(sample_limiter(client, clock, 0.05, samples))
             start = clock.now()
@@ -111,26 +114,20 @@ async def get_runs(
 
 
 async def waits(count: int, capacity: float, seed: int = 1) -> dict[str, Any]:
-    # settle=0: time may move while a request is on the wire (each then looks slower
-    # than it is, which can only overstate lag), so 100,000 requests take seconds.
-    clock = VirtualClock(settle=0.0)
+    with virtual_time() as clock:
+        return await _waits(clock, count, capacity, seed)
+
+
+async def _waits(clock: VirtualClock, count: int, capacity: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    async with FakeDify(
-        clock=clock.now, sleep=clock.sleep, capacity=capacity, keep_log=False
-    ) as fake:
+    async with FakeDify(clock=clock.now, capacity=capacity, keep_log=False) as fake:
         ends: dict[str, float] = {}
         for _ in range(count):
             duration = rng.uniform(60, 600)
             run_id = fake.add_run(duration=duration)
             ends[run_id] = clock.now() + duration
         lags: list[float] = []
-        async with DifyClient(
-            fake.api_key,
-            base_url=fake.base_url,
-            clock=clock.now,
-            sleep=clock.sleep,
-            random=rng.random,
-        ) as client:
+        async with DifyClient(fake.api_key, base_url=fake.base_url, random=rng.random) as client:
             start = clock.now()
             async for result in client.wait_for_runs(ends, timeout=None):
                 assert result.run is not None, result.error

@@ -1,7 +1,8 @@
 """Listening waits: lag and requests with Dify 1.14's run event stream, against polling.
 
-Every figure runs against the simulator imitating Dify 1.14.2 (which has the event stream) on a
-virtual clock shared by client and server, so times are the server's own seconds.
+Every figure runs against the simulator imitating Dify 1.14.2 (which has the event stream) on
+virtual time (the event loop's clock, which client and server both follow), so times are the
+server's own seconds.
 
 - One wait per run length, started by this client (so it knows the run's user): lag from the
   run's end to the wait returning, and requests in all, listening and polling side by side.
@@ -30,7 +31,7 @@ import tracemalloc
 from typing import Any
 
 from dify_runs import DifyClient
-from dify_runs.testing import DEFAULT_API_KEY, FakeDify, VirtualClock
+from dify_runs.testing import DEFAULT_API_KEY, FakeDify, virtual_time
 
 from .lookups import free_port
 
@@ -44,45 +45,34 @@ def current_rss_mb() -> float:
 
 
 async def one(length: float, *, listen: bool) -> dict[str, Any]:
-    clock = VirtualClock()
-    async with FakeDify(version="1.14.2", clock=clock.now, sleep=clock.sleep) as fake:
-        run_id = fake.add_run(duration=length, user=USER)
-        async with DifyClient(
-            fake.api_key,
-            base_url=fake.base_url,
-            clock=clock.now,
-            sleep=clock.sleep,
-            random=random.Random(1).random,
-        ) as client:
-            start = clock.now()
-            await client.wait_for_run(run_id, timeout=None, user=USER if listen else None)
-            lag = clock.now() - (start + length)
-        return {"lag_s": round(lag, 3), "requests": len(fake.requests)}
+    with virtual_time() as clock:
+        async with FakeDify(version="1.14.2") as fake:
+            run_id = fake.add_run(duration=length, user=USER)
+            async with DifyClient(
+                fake.api_key, base_url=fake.base_url, random=random.Random(1).random
+            ) as client:
+                start = clock.now()
+                await client.wait_for_run(run_id, timeout=None, user=USER if listen else None)
+                lag = clock.now() - (start + length)
+            return {"lag_s": round(lag, 3), "requests": len(fake.requests)}
 
 
 async def many(count: int, length_range: tuple[float, float]) -> dict[str, Any]:
-    clock = VirtualClock()
     rng = random.Random(2)
-    async with FakeDify(
-        version="1.14.2", clock=clock.now, sleep=clock.sleep, keep_log=False
-    ) as fake:
-        ends: dict[str, float] = {}
-        for _ in range(count):
-            length = rng.uniform(*length_range)
-            ends[fake.add_run(duration=length, user=USER)] = clock.now() + length
-        async with DifyClient(
-            fake.api_key,
-            base_url=fake.base_url,
-            clock=clock.now,
-            sleep=clock.sleep,
-            max_streams=count,
-            random=rng.random,
-        ) as client:
-            lags: list[float] = []
-            async for result in client.wait_for_runs(ends, timeout=None, user=USER):
-                assert result.run is not None, result.error
-                lags.append(clock.now() - ends[result.run_id])
-        requests = fake.count() + fake.count(route="events")
+    with virtual_time() as clock:
+        async with FakeDify(version="1.14.2", keep_log=False) as fake:
+            ends: dict[str, float] = {}
+            for _ in range(count):
+                length = rng.uniform(*length_range)
+                ends[fake.add_run(duration=length, user=USER)] = clock.now() + length
+            async with DifyClient(
+                fake.api_key, base_url=fake.base_url, max_streams=count, random=rng.random
+            ) as client:
+                lags: list[float] = []
+                async for result in client.wait_for_runs(ends, timeout=None, user=USER):
+                    assert result.run is not None, result.error
+                    lags.append(clock.now() - ends[result.run_id])
+            requests = fake.count() + fake.count(route="events")
     return {
         "waits": count,
         "noticed_within_1_s": sum(1 for lag in lags if lag <= 1.0),

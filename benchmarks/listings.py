@@ -136,25 +136,25 @@ async def measure_once(case: Case, listing: Listing, seed: int) -> dict[str, int
         }
 
 
-async def measure_case(case: Case, listing: Listing) -> dict[str, Any]:
+async def measure_case(case: Case, listing: Listing, seeds: range = SEEDS) -> dict[str, Any]:
     """A case under every seed: the smallest and largest figures."""
-    figures = [await measure_once(case, listing, seed) for seed in SEEDS]
+    figures = [await measure_once(case, listing, seed) for seed in seeds]
     return {
         name: [min(f[name] for f in figures), max(f[name] for f in figures)]
         for name in ("runs", "listed", "duplicates", "requests")
     }
 
 
-def measure() -> dict[str, Any]:
+def measure(cases: tuple[Case, ...] = CASES, seeds: range = SEEDS) -> dict[str, Any]:
     """Every case, with the baseline and with today's list_runs."""
 
     async def run() -> dict[str, Any]:
         return {
             case.name: {
-                "before": await measure_case(case, old_listing),
-                "after": await measure_case(case, new_listing),
+                "before": await measure_case(case, old_listing, seeds),
+                "after": await measure_case(case, new_listing, seeds),
             }
-            for case in CASES
+            for case in cases
         }
 
     return asyncio.run(run())
@@ -165,9 +165,11 @@ def spread(low_high: list[int]) -> str:
     return f"{low:,}" if low == high else f"{low:,}-{high:,}"
 
 
-def report(results: dict[str, Any]) -> str:
+def report(results: dict[str, Any], seeds: list[int] | None = None) -> str:
+    """The table: ``seeds`` is the first and last seed measured (default: SEEDS)."""
+    first, last = seeds or [SEEDS.start, SEEDS.stop - 1]
     lines = [
-        f"Seeds {SEEDS.start}-{SEEDS.stop - 1} of the simulator's shuffle (Dify 1.14.2); "
+        f"Seeds {first}-{last} of the simulator's shuffle (Dify 1.14.2); "
         "older runs listed of those there when the listing began.",
         "",
         "| Case | Runs | Listed before | Listed after | Duplicates before / after "

@@ -1,7 +1,8 @@
 """Polling efficiency: requests and detection lag of a wait, by run length and policy.
 
-Measured against the simulator over loopback HTTP, on a virtual clock shared by the server and
-the client, so an hour-long run takes a moment of real time.
+Measured against the simulator over loopback HTTP, on virtual time (``virtual_time()``: the
+event loop's clock, which server and client both follow), so an hour-long run takes a moment of
+real time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import statistics
 from typing import Any
 
 from dify_runs import DifyClient, PollPolicy, wait_for_run
-from dify_runs.testing import FakeDify, VirtualClock
+from dify_runs.testing import FakeDify, virtual_time
 
 LENGTHS = {"5 s": 5.0, "60 s": 60.0, "10 min": 600.0, "1 h": 3600.0}
 POLICIES = {
@@ -24,23 +25,21 @@ POLICIES = {
 
 async def one_wait(policy: PollPolicy, length: float, seed: int) -> tuple[int, float]:
     """Return (requests, detection lag) for one wait on a run of `length` seconds."""
-    clock = VirtualClock()
-    async with FakeDify(clock=clock.now, sleep=clock.sleep, keep_log=False) as fake:
-        # The run starts at an arbitrary offset within the first second of the wait.
-        start = clock.now()
-        offset = random.Random(seed).random()
-        run_id = fake.add_run(duration=length + offset)
-        async with DifyClient(
-            fake.api_key,
-            base_url=fake.base_url,
-            clock=clock.now,
-            sleep=clock.sleep,
-            random=random.Random(seed).random,
-            rate_limit=None,
-        ) as client:
-            await wait_for_run(client, run_id, timeout=None, poll=policy)
-        finished = start + length + offset
-        return fake.count(), clock.now() - finished
+    with virtual_time() as clock:
+        async with FakeDify(keep_log=False) as fake:
+            # The run starts at an arbitrary offset within the first second of the wait.
+            start = clock.now()
+            offset = random.Random(seed).random()
+            run_id = fake.add_run(duration=length + offset)
+            async with DifyClient(
+                fake.api_key,
+                base_url=fake.base_url,
+                random=random.Random(seed).random,
+                rate_limit=None,
+            ) as client:
+                await wait_for_run(client, run_id, timeout=None, poll=policy)
+            finished = start + length + offset
+            return fake.count(), clock.now() - finished
 
 
 def measure(

@@ -1,7 +1,7 @@
 """Scale: memory per concurrent wait, and coalesced waits.
 
 Run as ``python -m benchmarks.scale --waits N --mode MODE`` so that its memory is its own;
-prints JSON. The simulator shares the process on a virtual clock with its request log off.
+prints JSON. The simulator shares the process, on virtual time, with its request log off.
 Its runs are created before the baseline is read, so their memory is not counted.
 
 Modes:
@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from dify_runs import DifyClient, PollPolicy, wait_for_run
-from dify_runs.testing import FakeDify, VirtualClock
+from dify_runs.testing import FakeDify, virtual_time
 
 
 def current_rss_mb() -> float:
@@ -34,12 +34,14 @@ def current_rss_mb() -> float:
 
 
 async def memory(waits: int, mode: str) -> dict[str, Any]:
-    clock = VirtualClock(settle=0.0)
-    async with FakeDify(clock=clock.now, sleep=clock.sleep, keep_log=False) as fake:
+    with virtual_time():
+        return await _memory(waits, mode)
+
+
+async def _memory(waits: int, mode: str) -> dict[str, Any]:
+    async with FakeDify(keep_log=False) as fake:
         ids = [fake.add_run(duration=10**7) for _ in range(waits)]
-        async with DifyClient(
-            fake.api_key, base_url=fake.base_url, clock=clock.now, sleep=clock.sleep
-        ) as client:
+        async with DifyClient(fake.api_key, base_url=fake.base_url) as client:
             await client.get_run(ids[0])  # open the session before the baseline
             gc.collect()
             baseline = current_rss_mb()
@@ -70,20 +72,16 @@ async def memory(waits: int, mode: str) -> dict[str, Any]:
 
 
 async def coalesced(waiters: int, runs: int) -> dict[str, Any]:
-    clock = VirtualClock()
-    async with FakeDify(clock=clock.now, sleep=clock.sleep, keep_log=False) as fake:
-        ids = [fake.add_run(duration=300) for _ in range(runs)]
-        async with DifyClient(
-            fake.api_key,
-            base_url=fake.base_url,
-            clock=clock.now,
-            sleep=clock.sleep,
-            random=lambda: 0.0,
-        ) as client:
-            await asyncio.gather(
-                *(wait_for_run(client, ids[i % runs], timeout=None) for i in range(waiters))
-            )
-        requests = fake.count()
+    with virtual_time():
+        async with FakeDify(keep_log=False) as fake:
+            ids = [fake.add_run(duration=300) for _ in range(runs)]
+            async with DifyClient(
+                fake.api_key, base_url=fake.base_url, random=lambda: 0.0
+            ) as client:
+                await asyncio.gather(
+                    *(wait_for_run(client, ids[i % runs], timeout=None) for i in range(waiters))
+                )
+            requests = fake.count()
     policy, elapsed, rounds = PollPolicy(), 0.0, 1
     while elapsed < 300:
         elapsed += policy.delay(rounds - 1)

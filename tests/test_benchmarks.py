@@ -20,7 +20,18 @@ def test_quick_benchmark_run_writes_both_files(tmp_path: Path) -> None:
         timeout=600,
     )
     report = (tmp_path / "performance.md").read_text()
-    sections = ("Lookup overhead", "Decode", "Polling efficiency", "Scale", "Capacity", "listen")
+    sections = (
+        "Lookup overhead",
+        "Decode",
+        "Polling efficiency",
+        "Scale",
+        "Capacity",
+        "listen",
+        "Listing runs",
+        "A large final event",
+        "Real servers' hazards",
+        "This release's targets",
+    )
     for section in sections:
         assert section in report
     assert "Before and after" in report
@@ -31,3 +42,12 @@ def test_quick_benchmark_run_writes_both_files(tmp_path: Path) -> None:
     assert figures["listen"]["runs"]["1 h"]["listening"]["requests"] > 0
     assert figures["listen"]["client_memory"]["streams_open"] == 50
     assert figures["polling"]["policies"]["default PollPolicy()"]["1 h"]["requests_max"] > 0
+    assert figures["listings"]["cases"]
+    hazards = figures["hazards"]
+    assert all(f["succeeded"] == f["waits"] for f in hazards["race"].values())
+    assert all(f["gets"] > 0 for f in hazards["worker"].values())
+    assert all(
+        f["succeeded"] + f["failures"] == f["waits"] for f in hazards["unavailable"].values()
+    )
+    assert all(f["requests"] > 0 for rows in hazards["outage"].values() for f in rows)
+    assert all(rounds for rounds in figures["sse"]["stall"]["decoders"].values())
