@@ -115,9 +115,14 @@ class AdaptiveLimiter:
 
     def may_start(self, now: float) -> bool:
         """Whether one more request may start at ``now``."""
-        if self._next_probe is not None and now >= self._next_probe and not self._probing:
+        probe = self._next_probe
+        if probe is not None and now >= probe and not self._probing:
             self._probing = True
-        if self.in_flight >= self.window:
+        in_flight = self.in_flight
+        # Exactly `in_flight >= window`, without the property's arithmetic (every request asks).
+        if in_flight >= 1 and (
+            self._probing or in_flight >= self.max_concurrency or in_flight + 1 > self.limit
+        ):
             return False
         if self.pace is None and self.rate_limit is None:
             return True  # the usual case: no pace to keep

@@ -27,11 +27,11 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
-import attrs
 from yarl import URL
 
 from . import _protocol
@@ -67,8 +67,7 @@ _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-@attrs.frozen
-class Answer:
+class Answer(NamedTuple):
     """One HTTP answer, read whole: status, headers and body bytes.
 
     Attributes:
@@ -177,7 +176,7 @@ class Transport:
         self.max_streams = max_streams
         self.retry_budget = retry_budget if retry_budget is not None else RetryBudget()
         self.limiter = AdaptiveLimiter(max_concurrency=max_concurrency, rate_limit=rate_limit)
-        self._clock = clock
+        self._now: Callable[[], float] = clock if clock is not None else self._loop_clock
         self.sleep = sleep
         self.random = random
         self.rule = RetryRule(max_retries=max_retries)
@@ -211,12 +210,17 @@ class Transport:
 
     def clock(self) -> float:
         """The client's clock: the injected one, or the event loop's own time."""
-        if self._clock is not None:
-            return self._clock()
-        loop = self.loop
-        if loop is None:
-            loop = self.loop = asyncio.get_running_loop()
-        return loop.time()
+        return self._now()
+
+    def _loop_clock(self) -> float:
+        """Read the running loop's clock, and read it directly from now on."""
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        # The same clock, one call less on every request where the loop keeps asyncio's own.
+        plain = type(loop).time is asyncio.BaseEventLoop.time
+        self._now = time.monotonic if plain else loop.time
+        return self._now()
 
     def check_usable(self) -> None:
         """Bind to the running loop on first use; refuse a closed client or another loop.
