@@ -210,8 +210,8 @@ class DifyClient(HumanInputMethods):
 
     # -- lookups and listings ------------------------------------------------------
 
-    async def get_run(self, run_id: str) -> WorkflowRun:
-        """Fetch one workflow run.
+    def get_run(self, run_id: str) -> Coroutine[Any, Any, WorkflowRun]:
+        """Fetch one workflow run: ``await`` it.
 
         Args:
             run_id: The run's id, a UUID in any form Dify accepts.
@@ -227,7 +227,8 @@ class DifyClient(HumanInputMethods):
             DifyConnectionError: No answer (``DifyTimeoutError`` for a timeout).
             UnexpectedResponseError: An answer that is not a run record.
         """
-        return await _lookups.get_run(self._transport, run_id)
+        # A plain method handing back the request's coroutine: one frame less per lookup.
+        return _lookups.get_run(self._transport, run_id)
 
     async def get_runs(
         self, run_ids: Iterable[str], *, concurrency: int | None = None

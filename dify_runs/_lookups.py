@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
-from typing import TypeVar
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 from ._errors import ConfigurationError, DifyError, RunNotFoundError
 from ._limits import Ticket
@@ -22,14 +22,10 @@ def read_run(answer: Answer) -> WorkflowRun:
     return parse_run(answer.status, answer.headers, answer.body)
 
 
-async def get_run(transport: Transport, run_id: str) -> WorkflowRun:
-    """Carry out ``DifyClient.get_run`` (see there)."""
+def get_run(transport: Transport, run_id: str) -> Coroutine[Any, Any, WorkflowRun]:
+    """Carry out ``DifyClient.get_run`` (see there): the lookup's coroutine, one frame."""
     canonical = canonical_run_id(run_id)  # refuses a bad id before any wait
-    try:
-        return await transport.request("GET", f"workflows/run/{canonical}", read_run)
-    except RunNotFoundError as error:
-        error.run_id = canonical
-        raise
+    return transport.request("GET", f"workflows/run/{canonical}", read_run, subject=canonical)
 
 
 async def poll_once(

@@ -43,6 +43,7 @@ from ._errors import (
     DifyError,
     DifyTimeoutError,
     RateLimitError,
+    RunNotFoundError,
     UnexpectedResponseError,
     WrongEventLoopError,
     excerpt,
@@ -457,6 +458,7 @@ class Transport:
         deadline: float | None = None,
         measure: bool = True,
         consume: Consumer | None = None,
+        subject: str | None = None,
     ) -> _T:
         """Send a request, retrying by the client's rule, and read its answer with ``read``.
 
@@ -473,6 +475,7 @@ class Transport:
             measure: Teach the limiter this request's latency (false for
                 requests that cost the server more than a lookup).
             consume: Reads a live 2xx response (see :meth:`attempt`).
+            subject: The run id the request is about: a ``RunNotFoundError`` names it.
 
         Returns:
             What ``read`` returned.
@@ -514,6 +517,8 @@ class Transport:
                 await self.sleep(delay)
                 continue
             except DifyError as error:
+                if subject is not None and isinstance(error, RunNotFoundError):
+                    error.run_id = subject
                 decision = self.rule.decide(
                     error,
                     attempt=attempt,
