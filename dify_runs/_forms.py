@@ -67,20 +67,31 @@ class FormBook:
     forms: collections.OrderedDict[str, tuple[str, HumanInputForm]] = attrs.field(
         factory=collections.OrderedDict
     )
-    paused: dict[str, WorkflowRun] = attrs.field(factory=dict)
-    answered: dict[str, tuple[float, WorkflowRun | None]] = attrs.field(factory=dict)
+    paused: collections.OrderedDict[str, WorkflowRun] = attrs.field(factory=collections.OrderedDict)
+    answered: collections.OrderedDict[str, tuple[float, WorkflowRun | None]] = attrs.field(
+        factory=collections.OrderedDict
+    )
 
-    def remember(self, run_id: str, form: HumanInputForm) -> None:
-        """Note that ``form`` belongs to ``run_id`` (the oldest fall out past a bound)."""
+    def remember(self, run_id: str, form: HumanInputForm, paused: WorkflowRun) -> None:
+        """Note that ``form`` belongs to ``run_id``, read while the run was ``paused``.
+
+        Each book keeps at most a bound of forms and runs: the oldest fall out.
+        """
         self.forms[form.token] = (run_id, form)
         self.forms.move_to_end(form.token)
-        while len(self.forms) > _REMEMBERED:
-            gone, _ = self.forms.popitem(last=False)
-            self.paused.pop(gone, None)
+        self.paused[run_id] = paused
+        self.paused.move_to_end(run_id)
+        for book in (self.forms, self.paused):
+            while len(book) > _REMEMBERED:
+                book.popitem(last=False)
 
     def answer(self, run_id: str, now: float) -> None:
         """Note that this client answered a form of ``run_id`` at ``now``."""
         self.answered[run_id] = (now, self.paused.pop(run_id, None))
+        self.answered.move_to_end(run_id)
+        # Answers older than the stale window say nothing any more: forget them.
+        while self.answered and now - next(iter(self.answered.values()))[0] >= STALE_PAUSE:
+            self.answered.popitem(last=False)
 
     def is_stale(self, record: WorkflowRun, now: float) -> bool:
         """Whether ``record`` is the stale ``paused`` of a run this client just answered."""
@@ -120,7 +131,6 @@ async def pending_forms(
     run = await get_run(transport, canonical)
     if run.status is not RunStatus.PAUSED:
         return []
-    book.paused[canonical] = run
     announced = await _announced_forms(transport, canonical, user)
     forms: list[HumanInputForm] = []
     for token, (node_id, node_title) in announced.items():
@@ -132,7 +142,7 @@ async def pending_forms(
         except (FormExpiredError, FormAlreadySubmittedError):
             continue  # no longer waiting for an answer
         form = attrs.evolve(form, node_id=node_id, node_title=node_title)
-        book.remember(canonical, form)
+        book.remember(canonical, form, run)
         forms.append(form)
     return forms
 

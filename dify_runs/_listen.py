@@ -47,7 +47,7 @@ from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
 from ._scheduler import Listener, ListenerFactory, Scheduler
 from ._sse import ServerSentEvent
-from ._streams import STREAM_PATIENCE, WorkerSaturatedError, open_stream
+from ._streams import WorkerSaturatedError, open_stream, patience_for
 from ._transport import Transport
 
 __all__ = [
@@ -356,7 +356,11 @@ class RunListener:
             query["include_state_snapshot"] = "true"
         path = f"workflow/{self.run_id}/events"
         async with open_stream(
-            self._transport, path, query, time_left, patience=STREAM_PATIENCE
+            self._transport,
+            path,
+            query,
+            time_left,
+            patience=patience_for(self._transport.limiter.floor),
         ) as events:
             if snapshot:  # the snapshot re-checks the run: the safety poll can wait
                 self._postpone_safety_poll()

@@ -59,6 +59,9 @@ FIRST_POLL_SPREAD = 1.0
 #: short of a due time computed as ``clock() + delay``.
 TOLERANCE = 1e-6
 
+#: Longest pause before a wait retries a refused connection (backoff, jittered below it).
+REFUSED_RETRY = 1.0
+
 #: Seconds between polls of a run whose record is stale (just answered, not yet resumed).
 STALE_RECHECK = 0.1
 
@@ -165,8 +168,8 @@ class Scheduler:
     Args:
         fetch: One poll attempt (the client's GET, given an admitted ticket).
         gate: The client's gate, shared with its lookups.
-        rule: The retry rule for failed polls (``max_retries`` applies only
-            while the client has never had an answer from Dify).
+        rule: The client's retry rule: its ``initial`` backoff bounds a failed
+            poll's retry (waits retry until their deadline, see ``WAIT_RULE``).
         budget: The client's retry budget.
         contacted: Whether the client has ever had an answer from Dify.
         request_timeout: The longest a poll may take, in seconds.
@@ -252,7 +255,7 @@ class Scheduler:
         if waiter.deadline is not None:
             self._push_deadline(waiter, entry)
         last = entry.last
-        if last is not None:
+        if last is not None and not self._stale(last, self._clock()):
             # A late joiner sees the latest record at once (it may settle it).
             self._deliver(entry, waiter, last)
         if new:
@@ -518,7 +521,8 @@ class Scheduler:
                 return
             decision = attrs.evolve(decision, reason="deadline")
         if decision.retry:
-            logger.info(
+            # Said once per run's trouble; a long outage repeats itself at debug level.
+            (logger.info if entry.failures == 1 else logger.debug)(
                 "poll of run %s failed (%s); polling again in %.2f s",
                 entry.run_id,
                 error,
@@ -595,12 +599,12 @@ class Scheduler:
 def _retry_at_most(error: DifyError, initial: float, poll_delay: float) -> float:
     """The longest wait before a failed poll's retry: its own poll delay, at most.
 
-    A refused connection (the server is down, or restarting) is retried every
-    ``initial`` seconds: it costs the server nothing, and the wait ends soon
-    after the server is back.
+    A refused connection (the server is down, or restarting) is retried within
+    :data:`REFUSED_RETRY` seconds: it costs the server nothing, and the wait
+    ends soon after the server is back.
     """
     if isinstance(error, DifyConnectionError) and not error.sent:
-        return initial
+        return REFUSED_RETRY
     return max(initial, poll_delay)
 
 

@@ -22,13 +22,30 @@ from ._errors import DifyError, DifyTimeoutError, UnexpectedResponseError, forma
 from ._sse import EventDecoder, ServerSentEvent
 from ._transport import Transport
 
-__all__ = ["STREAM_PATIENCE", "STREAM_READ_TIMEOUT", "WorkerSaturatedError", "open_stream"]
+__all__ = [
+    "STREAM_PATIENCE",
+    "STREAM_READ_TIMEOUT",
+    "WorkerSaturatedError",
+    "open_stream",
+    "patience_for",
+]
 
 #: Seconds an event stream's answer may take to begin before the server's worker
 #: counts as saturated: Dify's worker serves a fixed number of connections
 #: (``SERVER_WORKER_CONNECTIONS``, 10 in its Docker image) and makes a new one
 #: wait until a held one closes, and every open stream holds one.
 STREAM_PATIENCE = 1.0
+
+
+def patience_for(floor: float | None) -> float:
+    """How long a stream's answer may take to begin before the worker counts as saturated.
+
+    :data:`STREAM_PATIENCE`, or longer for a far server: four times its latency
+    floor (a new connection's handshakes come before the answer).
+    """
+    return STREAM_PATIENCE if floor is None else max(STREAM_PATIENCE, 4 * floor)
+
+
 #: Seconds an event stream may stay silent (Dify pings every 10 s) before it counts as dead.
 STREAM_READ_TIMEOUT = 60.0
 
@@ -70,6 +87,7 @@ async def open_stream(
     limit = transport.request_timeout
     if time_limit is not None:
         limit = max(0.001, min(limit, time_limit))
+    reading = limit
     impatient = patience is not None and patience < limit
     if patience is not None:
         limit = min(limit, patience)
@@ -83,7 +101,12 @@ async def open_stream(
             limit,
         )
         if response.status != 200:
-            body = await transport.read_capped(response)
+            try:  # an error body is read within the request's own limit too
+                body = await asyncio.wait_for(transport.read_capped(response), reading)
+            except asyncio.TimeoutError as exc:
+                raise DifyTimeoutError(
+                    f"error body not read within {format_seconds(reading)} s"
+                ) from exc
             raise _protocol.api_error(response.status, response.headers, body)
     except DifyError:
         if response is not None:

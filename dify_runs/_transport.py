@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -62,6 +61,10 @@ _T = TypeVar("_T")
 DEFAULT_TIMEOUT = 30.0
 #: Largest response body read, in bytes; larger ones are refused unread.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
+#: Seconds of refused connections without an answer that count as an outage: the
+#: client then ramps its limit up again from one request (a freshly booted worker
+#: hit at the old limit stalls); a refusal now and then is no outage.
+OUTAGE = 1.0
 #: Seconds a request without a deadline keeps asking a server that answers 429.
 RATIONED_FOR = 60.0
 _MAX_REDIRECTS = 3
@@ -184,7 +187,9 @@ class Transport:
         self.gate = Gate(self.limiter, self.clock, sleep)
         #: Whether Dify itself has ever answered (a record, or an error with a Dify code).
         self.contacted = False
-        self._outage = False  # connections were refused: ramp up again at the next answer
+        # Since when connections are refused (None: answered since): an outage of
+        # OUTAGE seconds or more makes the next answer restart the limit from one.
+        self._outage_since: float | None = None
         self._headers = {"Authorization": f"Bearer {key.strip()}", "Accept": "application/json"}
         #: The headers of an event stream's request (the key, and ``Accept: text/event-stream``).
         self.stream_headers = {**self._headers, "Accept": "text/event-stream"}
@@ -218,9 +223,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         if self.loop is None:
             self.loop = loop
-        # The same clock, one call less on every request where the loop keeps asyncio's own.
-        plain = type(loop).time is asyncio.BaseEventLoop.time
-        self._now = time.monotonic if plain else loop.time
+        self._now = loop.time
         return self._now()
 
     def check_usable(self) -> None:
@@ -365,9 +368,11 @@ class Transport:
                     if measure:
                         rtt = self.clock() - ticket.started
                     overloaded = status in THROTTLE_STATUSES
-                    if self._outage:
-                        self._outage = False
-                        self.limiter.restart()
+                    if self._outage_since is not None:
+                        # Back after refusing connections for a while: ramp up again.
+                        if self.clock() - self._outage_since >= OUTAGE:
+                            self.limiter.restart()
+                        self._outage_since = None
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("%s %s -> HTTP %d", method, url.path, status)
                     return Answer(status, response.headers, body)
@@ -378,8 +383,8 @@ class Transport:
             raise DifyTimeoutError(f"no answer within {format_seconds(seconds)} s") from exc
         except aiohttp.ClientError as exc:
             error = self.connection_error(exc)
-            if not (error.sent or error.definite):
-                self._outage = True
+            if not (error.sent or error.definite) and self._outage_since is None:
+                self._outage_since = self.clock()
             raise error from exc
         finally:
             self.gate.release(ticket, rtt=None if overloaded else rtt, overloaded=overloaded)
@@ -389,8 +394,16 @@ class Transport:
 
     def _redirect_target(self, url: URL, response: aiohttp.ClientResponse) -> URL:
         location = response.headers.get("Location", "")
-        target = url.join(URL(location))
-        if target.origin() != self._base.origin():
+        try:
+            target = url.join(URL(location))
+            origin = target.origin()
+        except ValueError:
+            raise UnexpectedResponseError(
+                f"redirected to an unusable location ({location[:100]!r})",
+                status=response.status,
+                transient=False,
+            ) from None
+        if origin != self._base.origin():
             # The Authorization header must never follow a redirect to another origin.
             raise UnexpectedResponseError(
                 f"redirected to another origin ({target.origin()}); not following it with the key",

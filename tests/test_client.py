@@ -748,3 +748,14 @@ async def test_connection_error_names_host_and_url_source(
     for error in (caught.value, posted.value):
         assert f"cannot connect to 127.0.0.1:{port}" in str(error)
         assert f"{url}/ came from {origin}" in str(error)
+
+
+async def test_an_unusable_redirect_is_an_unexpected_response(serve: Serve) -> None:
+    """A redirect to a location that is no URL is our error, not a raw ValueError."""
+
+    async def bad_redirect(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": "http://[::1"})
+
+    async with DifyClient("k", base_url=await serve(bad_redirect)) as client:
+        with pytest.raises(UnexpectedResponseError, match="unusable location"):
+            await client.get_run(MISSING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -174,3 +175,42 @@ def test_the_blocking_client_reads_and_answers_forms() -> None:
         client.submit_form(form.token, action="approve", user=USER)
         run = client.wait_for_run(run_id, user=USER, timeout=10)
         assert run.status is RunStatus.SUCCEEDED
+
+
+async def test_a_wait_joining_after_an_answer_skips_the_stale_pause(
+    fake: FakeDify, client: DifyClient
+) -> None:
+    """A wait that joins another's polls right after an answer is not handed the stale pause."""
+    run_id = fake.add_run(duration=3, user=USER, human_input=[approval(1.0, resume_delay=0.2)])
+    background = asyncio.ensure_future(client.wait_for_run(run_id, return_on_paused=False))
+    while (await client.get_run(run_id)).status is not RunStatus.PAUSED:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)  # the background wait has polled the pause
+    [form] = await client.pending_forms(run_id, user=USER)
+    await client.submit_form(form.token, action="approve", inputs={"comment": "x"}, user=USER)
+    run = await client.wait_for_run(run_id)
+    assert run.status is RunStatus.SUCCEEDED
+    assert (await background).status is RunStatus.SUCCEEDED
+
+
+def test_the_form_book_stays_small() -> None:
+    """Forms and runs read are remembered up to a bound; answers past the stale window go."""
+    from datetime import datetime, timezone
+
+    from dify_runs import WorkflowRun
+    from dify_runs._forms import _REMEMBERED, STALE_PAUSE, FormBook
+    from dify_runs._models import HumanInputForm
+
+    book = FormBook()
+    expires = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    for n in range(_REMEMBERED + 500):
+        run_id = f"run-{n}"
+        paused = WorkflowRun(
+            id=run_id, workflow_id="w", status=RunStatus.PAUSED, created_at=expires
+        )
+        form = HumanInputForm(token=f"t{n}", content="", expires_at=expires)
+        book.remember(run_id, form, paused)
+        book.answer(run_id, now=float(n) * STALE_PAUSE / 100)
+    assert len(book.forms) <= _REMEMBERED
+    assert len(book.paused) <= _REMEMBERED
+    assert len(book.answered) <= 101  # only those answered within the stale window
