@@ -322,7 +322,8 @@ class Gate:
 
     Args:
         limiter: The limiter to obey.
-        clock: Clock in seconds.
+        clock: Clock in seconds (the attribute ``clock`` may be rebound, to a
+            faster reading of the same clock).
         sleep: Coroutine function that sleeps (used to wait for the pace).
     """
 
@@ -333,7 +334,7 @@ class Gate:
         sleep: Callable[[float], Awaitable[Any]],
     ) -> None:
         self.limiter = limiter
-        self._clock = clock
+        self.clock = clock
         self._sleep = sleep
         self._queue: collections.deque[asyncio.Future[Ticket]] = collections.deque()
         self._pacer: asyncio.Task[None] | None = None
@@ -352,7 +353,7 @@ class Gate:
         """
         if self._closed:
             raise ClientClosedError("this DifyClient is closed; create a new one")
-        now = self._clock()
+        now = self.clock()
         if self._queue:
             return None
         in_flight = self.limiter.try_start(now)
@@ -388,7 +389,7 @@ class Gate:
         if ticket.spent:
             return
         ticket.spent = True
-        self.limiter.finished(self._clock(), rtt, in_flight=ticket.in_flight, overloaded=overloaded)
+        self.limiter.finished(self.clock(), rtt, in_flight=ticket.in_flight, overloaded=overloaded)
         if self._queue:
             self._pump()
 
@@ -397,12 +398,12 @@ class Gate:
         if ticket.spent:
             return
         ticket.spent = True
-        self.limiter.finished(self._clock(), None, in_flight=ticket.in_flight, answered=False)
+        self.limiter.finished(self.clock(), None, in_flight=ticket.in_flight, answered=False)
         self._pump()
 
     def _pump(self) -> None:
         while self._queue:
-            now = self._clock()
+            now = self.clock()
             if not self.limiter.may_start(now):
                 delay = self.limiter.start_delay(now)
                 if delay > 0 and self.limiter.in_flight < self.limiter.window:

@@ -223,7 +223,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         if self.loop is None:
             self.loop = loop
-        self._now = loop.time
+        self._now = self.gate.clock = loop.time  # read directly from now on, on every request
         return self._now()
 
     def check_usable(self) -> None:
@@ -366,7 +366,7 @@ class Transport:
                     else:
                         body = await self.read_capped(response)
                     if measure:
-                        rtt = self.clock() - ticket.started
+                        rtt = self._now() - ticket.started
                     overloaded = status in THROTTLE_STATUSES
                     if self._outage_since is not None:
                         # Back after refusing connections for a while: ramp up again.
