@@ -24,7 +24,12 @@ DOCS_EXAMPLES = "tests/test_docs.py"
 # Slow checks whose subject does not change with the Python version: once per CI run, in `fuzz`.
 ONCE = [
     "tests/test_benchmarks.py",  # the benchmark scripts still run (a quick pass)
-    "tests/test_reliability.py::test_fault_matrix[ample]",  # the default budget runs everywhere
+    "tests/test_reliability.py::test_fault_matrix",  # both budgets: 7 s of fault injection
+    # The CLI's messages after real retries (a second each).
+    "tests/test_cli.py::test_refused_connection_names_where_the_base_url_came_from",
+    "tests/test_cli.py::test_verbose_shows_retries",
+    # Waits 2 s, by design, for the blocked-loop guard to answer.
+    "tests/test_plugin.py::test_testclient_against_fake_dify_fails_fast_naming_the_cause",
 ]
 
 

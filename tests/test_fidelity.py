@@ -250,7 +250,7 @@ async def test_blocking_answer_shape(version: Any, http: aiohttp.ClientSession) 
 
 @pytest.mark.parametrize(("version", "outputs"), [("1.0.1", None), ("1.12.1", {}), ("1.14.2", {})])
 async def test_blocking_failed_outputs(
-    version: Any, outputs: Any, http: aiohttp.ClientSession
+    version: Any, outputs: Any, http: aiohttp.ClientSession, vclock: VirtualClock
 ) -> None:
     """A failed run's blocking answer has outputs null on 1.0.1, {} later."""
     async with FakeDify(version=version, default_duration=0.5) as fake:
