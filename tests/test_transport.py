@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,17 +114,20 @@ async def test_a_listener_survives_a_cut_error_body(
 async def test_a_stalled_stream_never_delays_a_deadline(serve: Serve) -> None:
     """A stream that connects and never answers: a wait with timeout=0.3 ends within 50 ms of it.
 
-    On the real clock: what the code promises about deadlines holds in real time.
+    The stalled stream is another wait's (one with a long deadline, listening); on the real
+    clock: what the code promises about deadlines holds in real time.
     """
     record = (
         b'{"id": "%s", "workflow_id": "w", "status": "running", "inputs": "{}", "outputs": {},'
         b' "error": null, "total_steps": 0, "total_tokens": 0, "created_at": 1,'
         b' "finished_at": null, "elapsed_time": 0.0}'
     )
-    run_id = "8c1f4c2d-5e0f-4a52-9d38-2b8f0c9e4a11"
+    listened = "8c1f4c2d-5e0f-4a52-9d38-2b8f0c9e4a11"
+    polled = "0b7d7c61-2f1e-4d55-8f0e-5a2b9c3d4e6f"
     hang = asyncio.Event()
 
-    async def get_run(_request: web.Request) -> web.StreamResponse:
+    async def get_run(request: web.Request) -> web.StreamResponse:
+        run_id = request.match_info["run_id"]
         return web.Response(body=record % run_id.encode(), content_type="application/json")
 
     async def events(_request: web.Request) -> web.StreamResponse:
@@ -131,12 +135,17 @@ async def test_a_stalled_stream_never_delays_a_deadline(serve: Serve) -> None:
         return web.Response()
 
     base_url = await serve(
-        routes={f"/v1/workflows/run/{run_id}": get_run, f"/v1/workflow/{run_id}/events": events}
+        routes={"/v1/workflows/run/{run_id}": get_run, f"/v1/workflow/{listened}/events": events}
     )
     async with DifyClient("app-key", base_url=base_url) as client:
+        stalled = asyncio.ensure_future(client.wait_for_run(listened, user=USER, timeout=30))
+        await asyncio.sleep(0.05)  # its stream is connecting, and stays so
         began = time.monotonic()
         with pytest.raises(WaitTimeoutError):
-            await client.wait_for_run(run_id, user=USER, timeout=0.3)
+            await client.wait_for_run(polled, timeout=0.3)
         late = time.monotonic() - began - 0.3
         hang.set()
+        stalled.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WaitTimeoutError):
+            await stalled
     assert late < 0.05
