@@ -40,6 +40,7 @@ def tests(session: nox.Session) -> None:
     session.env["COVERAGE_FILE"] = f".coverage.{session.python}"
     session.run("coverage", "erase")
     options = session.posargs or [
+        "--numprocesses=2",  # the CI machine's two cores
         f"--ignore={DOCS_EXAMPLES}",
         *(f"--deselect={test}" for test in ONCE),
     ]
