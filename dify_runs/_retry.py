@@ -41,6 +41,7 @@ __all__ = [
     "RetryBudget",
     "RetryRule",
     "ends_wait_at_once",
+    "is_refused",
     "is_transient",
     "retry_hint",
 ]
@@ -63,6 +64,14 @@ def is_transient(error: DifyError) -> bool:
     # Only an answer that was not JSON at all (a proxy's page, a cut body) is
     # worth a second try; a record with wrong field types will not improve.
     return isinstance(error, UnexpectedResponseError) and error.transient
+
+
+def is_refused(error: DifyError) -> bool:
+    """Whether the request never reached a server: the connection was refused or not made.
+
+    Such a failure costs the server nothing, and a retry cannot do anything twice.
+    """
+    return isinstance(error, DifyConnectionError) and not error.sent
 
 
 def retry_hint(error: DifyError) -> float:
@@ -217,9 +226,9 @@ class RetryRule:
         delay = max(backoff, retry_hint(error), at_least)
         if deadline is not None and now + delay >= deadline:
             return Decision(retry=False, delay=delay, reason="deadline")
-        refused = isinstance(error, DifyConnectionError) and not error.sent
         # A refused connection costs the server nothing: it is not charged.
-        if not refused and not budget.try_spend(transport=isinstance(error, DifyConnectionError)):
+        transport = isinstance(error, DifyConnectionError)
+        if not is_refused(error) and not budget.try_spend(transport=transport):
             return Decision(retry=False, delay=delay, reason="budget")
         return Decision(retry=True, delay=delay)
 

@@ -32,12 +32,9 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import attrs
-
 from . import _protocol
 from ._errors import (
     ClientClosedError,
-    DifyConnectionError,
     DifyError,
     DifyTimeoutError,
     WaitTimeoutError,
@@ -45,7 +42,7 @@ from ._errors import (
 from ._limits import Gate, Ticket
 from ._models import RunStatus, WorkflowRun
 from ._policy import PollPolicy
-from ._retry import WAIT_RULE, RetryBudget, RetryRule, ends_wait_at_once
+from ._retry import WAIT_RULE, RetryBudget, RetryRule, ends_wait_at_once, is_refused
 
 __all__ = ["FIRST_POLL_SPREAD", "Listener", "Scheduler", "Waiter"]
 
@@ -511,30 +508,21 @@ class Scheduler:
             at_most=_retry_at_most(error, self._rule.initial, entry.policy.delay(entry.polls)),
         )
         entry.failures += 1
+        delay = decision.delay
         if decision.reason == "budget":
             # The client's retry budget is spent: slow down to the poll policy's pace,
             # never give up before the deadline (the server may be restarting).
-            delay = max(decision.delay, entry.policy.delay(entry.polls))
-            if latest is None or now + delay < latest:
-                logger.info("poll of run %s failed (%s); retry budget spent", entry.run_id, error)
-                self._schedule(entry, now + delay)
-                return
-            decision = attrs.evolve(decision, reason="deadline")
-        if decision.retry:
-            # Said once per run's trouble; a long outage repeats itself at debug level.
-            (logger.info if entry.failures == 1 else logger.debug)(
-                "poll of run %s failed (%s); polling again in %.2f s",
-                entry.run_id,
-                error,
-                decision.delay,
-            )
-            self._schedule(entry, self._clock() + decision.delay)
-        elif decision.reason == "deadline":
+            delay = max(delay, entry.policy.delay(entry.polls))
+        if decision.reason == "deadline" or (latest is not None and now + delay >= latest):
             # No waiter's deadline allows another try: end them all now, not at the deadline.
             for waiter in list(entry.waiters):
                 self._expire(waiter, entry)
-        else:
-            self._fail(entry, error)
+            return
+        # Said once per run's trouble; a long outage repeats itself at debug level.
+        (logger.info if entry.failures == 1 else logger.debug)(
+            "poll of run %s failed (%s); polling again in %.2f s", entry.run_id, error, delay
+        )
+        self._schedule(entry, now + delay)
 
     # -- deadlines ---------------------------------------------------------------------
 
@@ -603,7 +591,7 @@ def _retry_at_most(error: DifyError, initial: float, poll_delay: float) -> float
     :data:`REFUSED_RETRY` seconds: it costs the server nothing, and the wait
     ends soon after the server is back.
     """
-    if isinstance(error, DifyConnectionError) and not error.sent:
+    if is_refused(error):
         return REFUSED_RETRY
     return max(initial, poll_delay)
 

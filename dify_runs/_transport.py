@@ -49,7 +49,7 @@ from ._errors import (
     format_seconds,
 )
 from ._limits import AdaptiveLimiter, Gate, Ticket
-from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule, retry_hint
+from ._retry import THROTTLE_STATUSES, RetryBudget, RetryRule, is_refused, retry_hint
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_TIMEOUT", "Answer", "Transport", "describe"]
 
@@ -383,7 +383,7 @@ class Transport:
             raise DifyTimeoutError(f"no answer within {format_seconds(seconds)} s") from exc
         except aiohttp.ClientError as exc:
             error = self.connection_error(exc)
-            if not (error.sent or error.definite) and self._outage_since is None:
+            if is_refused(error) and not error.definite and self._outage_since is None:
                 self._outage_since = self.clock()
             raise error from exc
         finally:
@@ -532,6 +532,8 @@ class Transport:
             except DifyError as error:
                 if subject is not None and isinstance(error, RunNotFoundError):
                     error.run_id = subject
+                if not (idempotent or is_refused(error)):
+                    raise  # it may have reached Dify: a second one could act twice
                 decision = self.rule.decide(
                     error,
                     attempt=attempt,
@@ -540,7 +542,7 @@ class Transport:
                     deadline=deadline,
                     draw=self.random(),
                 )
-                if not decision.retry or not (idempotent or _never_sent(error)):
+                if not decision.retry:
                     raise
                 logger.info(
                     "retrying %s %s in %.2f s after %s (retry %d of %d)",
@@ -565,11 +567,6 @@ def _looks_like_configuration(exc: aiohttp.ClientConnectorError) -> bool:
         return True
     cause = exc.os_error
     return isinstance(cause, socket.gaierror) and cause.errno != socket.EAI_AGAIN
-
-
-def _never_sent(error: DifyError) -> bool:
-    """Whether the request failed before reaching any server (it could not connect)."""
-    return isinstance(error, DifyConnectionError) and not error.sent
 
 
 def describe(error: DifyError) -> str:
